@@ -1,0 +1,217 @@
+"""What is on the local disk, and which of it is complete.
+
+Layout owned by the trainer (syncd only reads it and retires whole folders)::
+
+    output_dir/
+      checkpoint-500/                 a Hugging Face checkpoint
+        model.safetensors ...
+        trainer_state.json
+        checkpoint-complete.json      our trainer's marker, written last (rank 0)
+        checkpoint-is-incomplete.txt  sentinel some writers leave while saving
+      config.json, model.safetensors  the final model (trainer.save_model())
+      training-complete.json          our trainer's marker for the final model
+
+A checkpoint is complete when its marker matches the folder (every listed file
+exists with its size), or, without a marker, when ``trainer_state.json`` exists,
+no sentinel is present, and no file changed for ``settle_seconds``. The highest
+number alone proves nothing: a save killed half-way leaves a folder too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .fsutil import atomic_write_json
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+MARKER = "checkpoint-complete.json"
+FINAL_MARKER = "training-complete.json"
+INCOMPLETE_SENTINEL = "checkpoint-is-incomplete.txt"
+TRAINER_STATE = "trainer_state.json"
+FINAL_NAME = "final"
+# Files whose presence makes the root of output_dir a saved model.
+_FINAL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path: str  # relative POSIX path inside the checkpoint
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class LocalCheckpoint:
+    name: str  # "checkpoint-500", or "final" for the final model
+    step: int  # -1 when unknown (a final model without a marker)
+    path: Path
+    complete: bool
+    reason: str  # "marker", "settled", or why it is not complete
+    files: tuple[LocalFile, ...] = field(default=(), repr=False)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def newest_mtime(self) -> float:
+        return max((f.mtime for f in self.files), default=0.0)
+
+    @property
+    def is_final(self) -> bool:
+        return self.name == FINAL_NAME
+
+
+def step_of(name: str) -> int | None:
+    m = CHECKPOINT_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def walk_files(folder: Path, *, recursive: bool = True) -> list[LocalFile]:
+    """Regular files below ``folder`` (never following symlinks), sorted by path."""
+    out: list[LocalFile] = []
+
+    def visit(d: Path, prefix: str) -> None:
+        try:
+            entries = list(os.scandir(d))
+        except FileNotFoundError:
+            return
+        for e in entries:
+            rel = f"{prefix}{e.name}"
+            try:
+                if e.is_symlink():
+                    continue  # staging never follows a link out of the checkpoint
+                if e.is_dir(follow_symlinks=False):
+                    if recursive:
+                        visit(Path(e.path), rel + "/")
+                elif e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    out.append(LocalFile(rel, st.st_size, st.st_mtime))
+            except FileNotFoundError:
+                continue  # deleted while we looked (the trainer's own rotation)
+
+    visit(Path(folder), "")
+    out.sort(key=lambda f: f.path)
+    return out
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        return None
+    return data
+
+
+def _marker_matches(marker: dict, files: Iterable[LocalFile]) -> bool:
+    sizes = {f.path: f.size for f in files}
+    try:
+        return all(sizes.get(e["path"]) == int(e["size"]) for e in marker["files"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def inspect_checkpoint(path: Path, settle_seconds: float, now: float | None = None) -> LocalCheckpoint:
+    """Decide whether one ``checkpoint-N`` folder is complete, and say why."""
+    now = time.time() if now is None else now
+    name = path.name
+    step = step_of(name)
+    files = tuple(walk_files(path))
+    marker = _read_marker(path / MARKER)
+    if marker is not None:
+        ok = _marker_matches(marker, files)
+        return LocalCheckpoint(name, step if step is not None else -1, path, ok,
+                               "marker" if ok else "marker does not match the files", files)
+    names = {f.path for f in files}
+    if INCOMPLETE_SENTINEL in names:
+        reason = "still being written (incomplete sentinel)"
+    elif TRAINER_STATE not in names:
+        reason = "no trainer_state.json yet"
+    elif now - max(f.mtime for f in files) < settle_seconds:
+        reason = "settling"
+    else:
+        reason = "settled"
+    return LocalCheckpoint(name, step if step is not None else -1, path, reason == "settled", reason, files)
+
+
+def inspect_final(output_dir: Path, settle_seconds: float, now: float | None = None) -> LocalCheckpoint | None:
+    """The final model saved at the root of ``output_dir``, or None when there is none."""
+    now = time.time() if now is None else now
+    files = tuple(f for f in walk_files(output_dir, recursive=False) if not f.path.startswith("."))
+    names = {f.path for f in files}
+    marker = _read_marker(output_dir / FINAL_MARKER)
+    if marker is not None:
+        listed = {e.get("path") for e in marker["files"] if isinstance(e, dict)}
+        chosen = tuple(f for f in files if f.path in listed or f.path == FINAL_MARKER)
+        ok = _marker_matches(marker, chosen)
+        step = marker.get("step") if isinstance(marker.get("step"), int) else -1
+        return LocalCheckpoint(FINAL_NAME, step, output_dir, ok,
+                               "marker" if ok else "marker does not match the files", chosen)
+    if "config.json" not in names or not names.intersection(_FINAL_WEIGHTS):
+        return None
+    settled = now - max(f.mtime for f in files) >= settle_seconds
+    return LocalCheckpoint(FINAL_NAME, -1, output_dir, settled, "settled" if settled else "settling", files)
+
+
+def scan_local(output_dir: Path, settle_seconds: float, now: float | None = None) -> list[LocalCheckpoint]:
+    """Every ``checkpoint-N`` folder under ``output_dir``, oldest step first."""
+    out = []
+    try:
+        entries = list(os.scandir(output_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for e in entries:
+        if step_of(e.name) is not None and e.is_dir(follow_symlinks=False):
+            out.append(inspect_checkpoint(Path(e.path), settle_seconds, now))
+    out.sort(key=lambda c: c.step)
+    return out
+
+
+def newest_complete(output_dir: Path, settle_seconds: float = 30.0) -> LocalCheckpoint | None:
+    complete = [c for c in scan_local(Path(output_dir), settle_seconds) if c.complete]
+    return complete[-1] if complete else None
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_checkpoint_marker(ckpt_dir: Path, step: int | None = None) -> Path:
+    """Write ``checkpoint-complete.json`` listing every file and its size; call it last."""
+    ckpt_dir = Path(ckpt_dir)
+    files = [f for f in walk_files(ckpt_dir) if f.path != MARKER]
+    step = step if step is not None else step_of(ckpt_dir.name)
+    marker = {
+        "format": 1,
+        "step": step,
+        "created": _now_iso(),
+        "files": [{"path": f.path, "size": f.size} for f in files],
+    }
+    target = ckpt_dir / MARKER
+    atomic_write_json(target, marker)
+    return target
+
+
+def write_final_marker(output_dir: Path, files: Iterable[str], step: int | None = None) -> Path:
+    """Write ``training-complete.json`` for the final model's top-level files."""
+    output_dir = Path(output_dir)
+    wanted = set(files)
+    entries = [f for f in walk_files(output_dir, recursive=False) if f.path in wanted]
+    marker = {
+        "format": 1,
+        "step": step,
+        "created": _now_iso(),
+        "files": [{"path": f.path, "size": f.size} for f in entries],
+    }
+    target = output_dir / FINAL_MARKER
+    atomic_write_json(target, marker)
+    return target

@@ -1,0 +1,231 @@
+"""The part of the training config that syncd reads, validated up front.
+
+One JSON file serves the trainer and the daemon. syncd takes the keys below and
+ignores every other key, except that an unknown ``syncd_*`` key is an error (a typo
+there would silently disable a safety setting). Command-line overrides use the
+config's own key names: ``--backup_keep_last 2``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default and bounds."""
+
+    kind: type
+    default: Any
+    minimum: float | None = None
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False
+
+
+# Defaults carry the reason in a comment; units are in the names.
+KEYS: dict[str, Key] = {
+    "output_dir": Key(str, None),
+    "run_name": Key(str, None, nullable=True),  # default: the output folder's name
+    # Hugging Face's own default is "keep all"; five full TESS checkpoints are ~7.5 GB.
+    "save_total_limit": Key(int, 5, minimum=1, nullable=True),
+    "gdrive_backup_dir": Key(str, None, nullable=True),
+    # Three remote copies fit in free Drive's 15 GB at ~1.5 GB each with room to spare.
+    "backup_keep_last": Key(int, 3, minimum=1),
+    # The timer is only the safety net behind inotify, so a minute is plenty.
+    "syncd_interval_seconds": Key(float, 60.0, minimum=0.05),
+    # Quiet period for checkpoints written without our completion marker.
+    "syncd_settle_seconds": Key(float, 30.0, minimum=0.0),
+    # An incomplete folder untouched this long, with a newer complete one, is debris.
+    "syncd_stale_seconds": Key(float, 900.0, minimum=0.0),
+    # Below this much free space the daemon prunes local checkpoints harder; 0 = off.
+    "syncd_min_free_gb": Key(float, 2.0, minimum=0.0),
+    # Several files in flight hide per-file latency on network remotes.
+    "syncd_upload_workers": Key(int, 4, minimum=1),
+    # Drive's trash still counts toward quota, so delete for real unless asked.
+    "syncd_delete_mode": Key(str, "permanent", choices=("permanent", "trash")),
+    # Bandwidth cap for uploads in MB/s; 0 = unlimited (a shared uplink may want less).
+    "syncd_bwlimit_mbps": Key(float, 0.0, minimum=0.0),
+    # Used by the trainer: wait for the final model's commit when training ends.
+    "syncd_wait_at_end": Key(bool, True),
+    "syncd_wait_timeout_seconds": Key(float, 900.0, minimum=0.0),
+    # Google Drive API remote (gdrive://).
+    "syncd_gdrive_credentials": Key(str, None, nullable=True),
+    "syncd_gdrive_root_id": Key(str, None, nullable=True),
+    "syncd_gdrive_root_url": Key(str, None, nullable=True),
+    # Resumable upload chunk; Drive needs multiples of 256 KiB.
+    "syncd_gdrive_chunk_mb": Key(float, 8.0, minimum=0.25),
+}
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    output_dir: Path
+    run_name: str
+    save_total_limit: int
+    remote_url: str | None
+    backup_keep_last: int
+    interval_seconds: float
+    settle_seconds: float
+    stale_seconds: float
+    min_free_gb: float
+    upload_workers: int
+    delete_mode: str
+    bwlimit_mbps: float
+    wait_at_end: bool
+    wait_timeout_seconds: float
+    gdrive_credentials: str | None
+    gdrive_root_id: str | None
+    gdrive_root_url: str | None
+    gdrive_chunk_mb: float
+    source: str = "<dict>"
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.output_dir / ".syncd"
+
+
+def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """``["--key", "value", ...]`` to a dict; values are JSON when they parse as JSON."""
+    out: dict[str, Any] = {}
+    items = list(args)
+    i = 0
+    while i < len(items):
+        flag = items[i]
+        if not flag.startswith("--") or len(flag) <= 2:
+            raise ConfigError(f"unexpected argument {flag!r}: overrides look like --key value")
+        name = flag[2:]
+        value: str | None = None
+        if "=" in name:
+            name, value = name.split("=", 1)
+        elif i + 1 < len(items):
+            i += 1
+            value = items[i]
+        if value is None:
+            raise ConfigError(f"--{name} needs a value")
+        out[name.replace("-", "_")] = _parse_scalar(value)
+        i += 1
+    return out
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON config; a missing or malformed file is a ConfigError."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config {p} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {p} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _coerce(name: str, key: Key, value: Any) -> Any:
+    if value is None:
+        if key.nullable or key.default is None:
+            return None
+        raise ConfigError(f"config key {name} must not be null")
+    if key.kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {name} must be true or false, not {value!r}")
+        return value
+    if key.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {name} must be an integer, not {value!r}")
+    elif key.kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {name} must be a number, not {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {name} must be finite, not {value!r}")
+    elif key.kind is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # `--run_name 7` arrives as a JSON number
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"config key {name} must be a non-empty string, not {value!r}")
+    if key.minimum is not None and value < key.minimum:
+        raise ConfigError(f"config key {name} must be at least {key.minimum:g}, not {value!r}")
+    if key.choices is not None and value not in key.choices:
+        raise ConfigError(f"config key {name} must be one of {', '.join(key.choices)}, not {value!r}")
+    return value
+
+
+def build_config(
+    data: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    source: str = "<dict>",
+    base_dir: Path | None = None,
+) -> SyncConfig:
+    """Validate the keys syncd uses; relative paths resolve against ``base_dir`` (the CWD)."""
+    merged = dict(data)
+    merged.update(overrides or {})
+    unknown = sorted(k for k in merged if k.startswith("syncd_") and k not in KEYS)
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]} in {source}")
+    values = {name: _coerce(name, key, merged.get(name, key.default)) for name, key in KEYS.items()}
+    if not values["output_dir"]:
+        raise ConfigError(f"config {source} has no output_dir")
+    base = base_dir or Path.cwd()
+    output_dir = (base / Path(values["output_dir"]).expanduser()).resolve()
+    run_name = values["run_name"] or output_dir.name
+    if "/" in run_name or run_name in (".", ".."):
+        raise ConfigError(f"config key run_name must be a plain name, not {run_name!r}")
+    remote = values["gdrive_backup_dir"]
+    if remote is not None:
+        from .remotes import normalise_url  # late: remotes import config types
+
+        remote = normalise_url(remote, base)
+    chunk_mb = values["syncd_gdrive_chunk_mb"]
+    if (chunk_mb * 4) != int(chunk_mb * 4):
+        raise ConfigError("config key syncd_gdrive_chunk_mb must be a multiple of 0.25 (256 KiB)")
+    return SyncConfig(
+        output_dir=output_dir,
+        run_name=run_name,
+        save_total_limit=values["save_total_limit"] or 5,
+        remote_url=remote,
+        backup_keep_last=values["backup_keep_last"],
+        interval_seconds=values["syncd_interval_seconds"],
+        settle_seconds=values["syncd_settle_seconds"],
+        stale_seconds=values["syncd_stale_seconds"],
+        min_free_gb=values["syncd_min_free_gb"],
+        upload_workers=values["syncd_upload_workers"],
+        delete_mode=values["syncd_delete_mode"],
+        bwlimit_mbps=values["syncd_bwlimit_mbps"],
+        wait_at_end=values["syncd_wait_at_end"],
+        wait_timeout_seconds=values["syncd_wait_timeout_seconds"],
+        gdrive_credentials=values["syncd_gdrive_credentials"],
+        gdrive_root_id=values["syncd_gdrive_root_id"],
+        gdrive_root_url=values["syncd_gdrive_root_url"],
+        gdrive_chunk_mb=chunk_mb,
+        source=source,
+        raw=merged,
+    )
+
+
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str] | Mapping[str, Any] = ()) -> SyncConfig:
+    """Read, merge overrides and validate; the one entry point for the CLI and trainer."""
+    data = read_config_file(path)
+    ov = parse_overrides(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
+    return build_config(data, ov, source=str(path))
