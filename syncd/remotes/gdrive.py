@@ -1,0 +1,807 @@
+"""Google Drive through its v2 API: ``gdrive://<folder path>``.
+
+The URL names a folder under My Drive, or under ``syncd_gdrive_root_id`` (a folder
+or a Shared Drive id); ``gdrive://My Drive/x`` is ``gdrive://x``. Missing folders are
+created. Remote paths map onto Drive folders by title:
+
+    <root>/<url path>/<run>/checkpoint-N.partial/model.safetensors
+                           /checkpoint-N/syncd-manifest.json
+
+Requests go through pydrive2's authorised service (``GoogleAuth``), built from the
+bundled discovery document ``drive.v2.json`` so ``syncd_gdrive_root_url`` can point
+every request, uploads included, at a proxy or a test server.
+
+Drive is eventually consistent and allows duplicate titles, so:
+- the ids of what this process wrote, created or renamed are kept and win over a
+  listing, which may lag behind the writes;
+- after an upload, other files with the same title in that folder are deleted;
+- folders are created with ids generated up front, so a retried create is idempotent.
+
+Uploads use the resumable protocol, one chunk (``syncd_gdrive_chunk_mb``) in memory at a
+time, hashing what is sent. The session URI of a file in flight is kept in
+
+    <output_dir>/.syncd/gdrive-uploads/<sha1 of the destination>.json   (mode 0600)
+
+so a process killed mid-file resumes from the last byte Drive acknowledged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import http.client
+import io
+import json
+import logging
+import os
+import random
+import threading
+import urllib.parse
+from collections.abc import Callable
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+from ..errors import CredentialsError, QuotaError, RemoteError
+from ..fsutil import atomic_write_json, read_json
+from .base import CHUNK_BYTES, Capabilities, Digest, Hasher, Progress, Quota, RemoteFile, join
+from .gdrive_auth import describe_refresh_error, load_credentials
+
+if TYPE_CHECKING:
+    from ..config import SyncConfig
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MIB = 1024 * 1024
+FOLDER_MIME = "application/vnd.google-apps.folder"
+BINARY_MIME = "application/octet-stream"
+FILE_FIELDS = "id,title,mimeType,fileSize,md5Checksum,parents(id),labels(trashed),createdDate,modifiedDate,driveId"
+LIST_FIELDS = f"nextPageToken,items({FILE_FIELDS})"
+LIST_PAGE = 1000  # Drive's maximum page size for files.list
+
+# Reasons Drive gives with a 403 that mean "slow down", not "no".
+RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "sharingRateLimitExceeded", "backendError"}
+# The 750 GB/day cap (and its older spellings): retrying for hours helps nobody.
+DAILY_REASONS = {"uploadLimitExceeded", "dailyLimitExceeded", "quotaExceeded", "teamDriveFileLimitExceeded"}
+# How long ahead of expiry an access token is renewed before an upload starts.
+REFRESH_MARGIN_S = 600
+# Backoff: base * 2**attempt with jitter, capped; about 4 minutes in all at base 1 s.
+BACKOFF_CAP_S = 64.0
+MAX_ATTEMPTS = 9
+
+
+@lru_cache(maxsize=8)
+def discovery_document(root_url: str | None) -> str:
+    """The bundled Drive v2 discovery document, its URLs moved to ``root_url`` if given."""
+    doc = json.loads(resources.files(__package__).joinpath("drive.v2.json").read_text(encoding="utf-8"))
+    if root_url:
+        root = root_url if root_url.endswith("/") else root_url + "/"
+        doc["rootUrl"] = root
+        doc["mtlsRootUrl"] = root
+        doc["baseUrl"] = root + doc["servicePath"]
+    return json.dumps(doc)
+
+
+def parse_url(url: str) -> list[str]:
+    """``gdrive://My Drive/a/b`` -> ``["a", "b"]``; ``gdrive://`` is the root itself."""
+    if not url.startswith("gdrive://"):
+        raise RemoteError(f"not a gdrive:// URL: {url}")
+    parts = [urllib.parse.unquote(p) for p in url[len("gdrive://"):].split("/") if p]
+    if parts and parts[0] in ("My Drive", "MyDrive"):
+        parts = parts[1:]
+    if any(p in (".", "..") for p in parts):
+        raise RemoteError(f"gdrive URL {url} must not contain . or ..")
+    return parts
+
+
+def _q_str(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _split(rel: str) -> tuple[str, str]:
+    rel = rel.strip("/")
+    head, _, tail = rel.rpartition("/")
+    return head, tail
+
+
+class _HashingUpload:
+    """Upload source for googleapiclient: bytes of one chunk at a time, hashed once each.
+
+    ``getbytes`` (not a stream) means each chunk is a ``bytes`` body, so a 401 retry
+    inside oauth2client or a re-send after a probe never needs a rewind.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any):  # built lazily: googleapiclient is heavy
+        from googleapiclient.http import MediaIoBaseUpload
+
+        class Impl(MediaIoBaseUpload):
+            def __init__(self, fh: BinaryIO, chunk_bytes: int, before_read: Callable[[], None],
+                         progress: Progress | None) -> None:
+                super().__init__(fh, mimetype=BINARY_MIME, chunksize=chunk_bytes, resumable=True)
+                self.hasher = Hasher()
+                self._before_read = before_read
+                self._progress = progress
+
+            def has_stream(self) -> bool:
+                return False
+
+            def _hash_to(self, pos: int) -> None:
+                while self.hasher.size < pos:
+                    self._fd.seek(self.hasher.size)
+                    block = self._fd.read(min(CHUNK_BYTES, pos - self.hasher.size))
+                    if not block:
+                        raise RemoteError("source file shrank during upload")
+                    self.hasher.update(block)
+                    if self._progress:
+                        self._progress(len(block))
+
+            def getbytes(self, begin: int, length: int) -> bytes:
+                self._before_read()
+                self._hash_to(begin)  # a resumed session starts past bytes sent earlier
+                self._fd.seek(begin)
+                data = self._fd.read(length)
+                new = begin + len(data) - self.hasher.size
+                if new > 0:
+                    self.hasher.update(memoryview(data)[len(data) - new:])
+                    if self._progress:
+                        self._progress(new)
+                return data
+
+            def digest(self) -> Digest:
+                self._hash_to(self.size())
+                return self.hasher.digest()
+
+        return Impl(*args, **kwargs)
+
+
+class _SessionStore:
+    """Resumable-session URIs of files in flight, one small JSON file each."""
+
+    def __init__(self, folder: Path | None, url: str) -> None:
+        self.folder = folder
+        self.url = url
+
+    def _path(self, dest: str) -> Path | None:
+        if self.folder is None:
+            return None
+        key = hashlib.sha1(f"{self.url}\n{dest}".encode()).hexdigest()
+        return self.folder / f"{key}.json"
+
+    def load(self, dest: str, ident: dict[str, Any]) -> str | None:
+        path = self._path(dest)
+        if path is None:
+            return None
+        state = read_json(path)
+        if not isinstance(state, dict):
+            return None
+        if any(state.get(k) != v for k, v in ident.items()) or not isinstance(state.get("uri"), str):
+            log.info("discarding stale upload session for %s (source or target changed)", dest)
+            self.clear(dest)
+            return None
+        return state["uri"]
+
+    def save(self, dest: str, ident: dict[str, Any], uri: str) -> None:
+        path = self._path(dest)
+        if path is not None:
+            atomic_write_json(path, ident | {"uri": uri}, mode=0o600)
+
+    def clear(self, dest: str) -> None:
+        path = self._path(dest)
+        if path is not None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class _RangeReader(io.RawIOBase):
+    """A Drive file as a read-only stream: one ranged GET per chunk, nothing more held."""
+
+    def __init__(self, remote: GDriveRemote, rel: str, file_id: str, size: int, chunk_bytes: int) -> None:
+        self._remote = remote
+        self._rel = rel
+        self._uri = remote._service.files().get_media(fileId=file_id, supportsAllDrives=True).uri
+        self._size = size
+        self._chunk = chunk_bytes
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._pos >= self._size:
+            return 0
+        n = min(len(b), self._chunk, self._size - self._pos)
+        if n <= 0:
+            return 0
+        first, last = self._pos, self._pos + n - 1
+
+        def fetch() -> bytes:
+            from googleapiclient.errors import HttpError
+
+            resp, content = self._remote._http().request(
+                self._uri, "GET", headers={"Range": f"bytes={first}-{last}"})
+            if resp.status == 206:
+                return content
+            if resp.status == 200:  # a server that ignores Range: take our slice
+                return content[first:last + 1]
+            raise HttpError(resp, content, uri=self._uri)
+
+        data = self._remote._call(f"read {self._rel}", fetch)
+        if len(data) != n:
+            raise RemoteError(f"read {self._rel}: Drive sent {len(data)} bytes for a range of {n}")
+        b[:n] = data
+        self._pos += n
+        return n
+
+
+class GDriveRemote:
+    """The Remote protocol on Google Drive (v2 API through pydrive2)."""
+
+    capabilities = Capabilities(rename=True, server_md5=True, quota=True, resumable_upload=True)
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        credentials: str | None,
+        root_id: str | None = None,
+        root_url: str | None = None,
+        chunk_bytes: int = 8 * MIB,
+        delete_mode: str = "permanent",
+        state_dir: Path | None = None,
+        timeout_s: float = 60.0,
+        backoff_base_s: float = 1.0,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        if chunk_bytes <= 0 or chunk_bytes % (256 * 1024):
+            raise RemoteError("gdrive chunk size must be a positive multiple of 256 KiB")
+        self.url = url
+        self._parts = parse_url(url)
+        self._root_arg = root_id or "root"
+        self._chunk = chunk_bytes
+        self._delete_mode = delete_mode
+        self._timeout_s = timeout_s
+        self._backoff_base_s = backoff_base_s
+        self._max_attempts = max_attempts
+        self._cred_path = str(Path(credentials).expanduser()) if credentials else None
+        self._sessions = _SessionStore(state_dir, url)
+        self._closing = threading.Event()
+        self._rng = random.Random()
+        self._lock = threading.RLock()  # caches below
+        self._mkdir_lock = threading.Lock()  # one folder walk at a time: no twin folders
+        self._local = threading.local()
+        self._https: list[Any] = []
+        # What this process wrote or resolved: path relative to the URL folder -> id.
+        self._dirs: dict[str, str] = {}
+        self._files: dict[str, RemoteFile] = {}
+        self._file_ids: dict[str, str] = {}
+        self._where: dict[str, str] = {}  # id -> path, for ids above
+        self._gone: set[str] = set()  # ids deleted here, which lagging listings may still show
+        self._base_id: str | None = None
+        self._shared_drive: str | None = None
+        self._spare_ids: list[str] = []
+
+        self._creds, self._cred_kind = load_credentials(self._cred_path)
+        from googleapiclient.discovery import build_from_document
+        from pydrive2.auth import GoogleAuth
+
+        self._gauth = GoogleAuth(settings={
+            "client_config_backend": "settings",
+            "client_config": {"client_id": "unused", "client_secret": "unused"},
+            "save_credentials": False,
+            "oauth_scope": ["https://www.googleapis.com/auth/drive"],
+        }, http_timeout=timeout_s)
+        self._gauth.credentials = self._creds
+        self._gauth.auth_method = "service" if self._cred_kind == "service" else "local"
+        self._gauth.http = self._http()
+        self._service = build_from_document(discovery_document(root_url), http=self._gauth.http)
+        self._gauth.service = self._service
+
+    @classmethod
+    def from_config(cls, url: str, cfg: SyncConfig, **kwargs: Any) -> GDriveRemote:
+        return cls(
+            url,
+            credentials=cfg.gdrive_credentials,
+            root_id=cfg.gdrive_root_id,
+            root_url=cfg.gdrive_root_url,
+            chunk_bytes=int(cfg.gdrive_chunk_mb * MIB),
+            delete_mode=cfg.delete_mode,
+            state_dir=cfg.state_dir / "gdrive-uploads",
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------ plumbing
+
+    def _http(self) -> Any:
+        """An authorised httplib2.Http for this thread (they are not thread-safe)."""
+        h = getattr(self._local, "http", None)
+        if h is None:
+            h = self._gauth.Get_Http_Object()
+            self._local.http = h
+            with self._lock:
+                self._https.append(h)
+        return h
+
+    def _exec(self, op: str, request: Any) -> Any:
+        return self._call(op, lambda: request.execute(http=self._http()))
+
+    def _call(self, op: str, fn: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except Exception as e:  # sorted into retry or raise just below
+                self._retry_or_raise(op, e, attempt)
+                attempt += 1
+
+    def _retry_or_raise(self, op: str, err: Exception, attempt: int) -> None:
+        """Sleep before the next attempt, or raise the right SyncdError."""
+        import httplib2
+        from googleapiclient.errors import HttpError
+        from oauth2client.client import AccessTokenRefreshError, HttpAccessTokenRefreshError
+
+        if isinstance(err, (RemoteError, CredentialsError)):
+            raise err
+        why: str
+        if isinstance(err, HttpError):
+            status = err.resp.status
+            reason = self._reason(err)
+            why = f"HTTP {status} {reason}".strip()
+            if status == 403 and reason == "storageQuotaExceeded":
+                if self._cred_kind == "service" and not self._shared_drive:
+                    raise QuotaError(
+                        f"{op}: service accounts have no storage in My Drive; put the backup folder "
+                        "on a Shared Drive (syncd_gdrive_root_id) or use OAuth user credentials (syncd auth)"
+                    ) from err
+                raise QuotaError(
+                    f"{op}: Google Drive storage is full; free space (emptying the trash helps) "
+                    "or lower backup_keep_last") from err
+            if status == 403 and reason in DAILY_REASONS:
+                raise QuotaError(
+                    f"{op}: Google Drive's daily upload limit (750 GB a day) is reached; "
+                    "uploads can continue once it resets, within 24 hours") from err
+            if status == 401:
+                raise CredentialsError(
+                    f"{op}: Google Drive rejected the credentials"
+                    f"{' in ' + self._cred_path if self._cred_path else ''}; run syncd auth again") from err
+            retry = status == 429 or status >= 500 or (status == 403 and reason in RATE_REASONS)
+            if not retry:
+                raise RemoteError(f"{op}: {why}") from err
+        elif isinstance(err, HttpAccessTokenRefreshError):
+            if err.status is not None and err.status < 500 and err.status != 429:
+                raise CredentialsError(describe_refresh_error(err, self._cred_path)) from None
+            why = f"token refresh HTTP {err.status}"
+        elif isinstance(err, AccessTokenRefreshError):
+            raise CredentialsError(describe_refresh_error(err, self._cred_path)) from None
+        elif isinstance(err, (OSError, httplib2.HttpLib2Error, http.client.HTTPException)):
+            why = type(err).__name__
+        else:
+            raise err
+        if attempt + 1 >= self._max_attempts:
+            raise RemoteError(f"{op}: giving up after {attempt + 1} attempts ({why})") from err
+        delay = min(BACKOFF_CAP_S, self._backoff_base_s * 2**attempt) * (0.5 + self._rng.random() / 2)
+        log.warning("%s: %s; retrying in %.1f s", op, why, delay)
+        if self._closing.wait(delay):
+            raise RemoteError(f"{op}: remote closed while retrying ({why})") from err
+
+    @staticmethod
+    def _reason(err: Any) -> str:
+        try:
+            data = json.loads(err.content.decode("utf-8"))
+            errors = data["error"].get("errors") or []
+            return (errors[0].get("reason") if errors else None) or data["error"].get("status") or ""
+        except (ValueError, KeyError, AttributeError, TypeError, IndexError):
+            return ""
+
+    def _fresh_token(self) -> None:
+        """Renew the access token now if it would expire during a long upload."""
+        expiry = getattr(self._creds, "token_expiry", None)
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        if getattr(self._creds, "access_token", None) and expiry and (expiry - now).total_seconds() > REFRESH_MARGIN_S:
+            return
+        import httplib2
+
+        raw = httplib2.Http(timeout=self._timeout_s)
+        self._call("refresh token", lambda: self._creds.refresh(raw))
+
+    # ------------------------------------------------------------ ids and folders
+
+    def _base(self) -> str:
+        with self._mkdir_lock:
+            if self._base_id is None:
+                meta = self._exec("open gdrive root", self._service.files().get(
+                    fileId=self._root_arg, supportsAllDrives=True, fields=FILE_FIELDS))
+                self._shared_drive = meta.get("driveId") or None
+                cur = meta["id"]
+                for part in self._parts:
+                    cur = self._child_folder(cur, part, create=True) or cur
+                self._base_id = cur
+            return self._base_id
+
+    def _list(self, op: str, q: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        token = None
+        kw: dict[str, Any] = {"supportsAllDrives": True, "includeItemsFromAllDrives": True}
+        if self._shared_drive:
+            kw |= {"corpora": "drive", "driveId": self._shared_drive}
+        while True:
+            req = self._service.files().list(q=q, maxResults=LIST_PAGE, pageToken=token, fields=LIST_FIELDS, **kw)
+            page = self._exec(op, req)
+            out.extend(i for i in page.get("items", []) if i["id"] not in self._gone)
+            token = page.get("nextPageToken")
+            if not token:
+                return out
+
+    def _children(self, folder_id: str, title: str | None = None, folders_only: bool = False) -> list[dict[str, Any]]:
+        q = f"{_q_str(folder_id)} in parents and trashed = false"
+        if title is not None:
+            q += f" and title = {_q_str(title)}"
+        if folders_only:
+            q += f" and mimeType = {_q_str(FOLDER_MIME)}"
+        return self._list(f"list {title or folder_id}", q)
+
+    def _child_folder(self, parent_id: str, title: str, create: bool) -> str | None:
+        found = self._children(parent_id, title, folders_only=True)
+        if found:  # twins (made by another client): the oldest, the same choice every time
+            return min(found, key=lambda m: (m.get("createdDate", ""), m["id"]))["id"]
+        if not create:
+            return None
+        return self._create_folder(parent_id, title)
+
+    def _create_folder(self, parent_id: str, title: str) -> str:
+        from googleapiclient.errors import HttpError
+
+        if not self._spare_ids:
+            got = self._exec("generate ids", self._service.files().generateIds(maxResults=10, space="drive"))
+            self._spare_ids = list(got.get("ids", []))
+        fid = self._spare_ids.pop()
+        body = {"id": fid, "title": title, "mimeType": FOLDER_MIME, "parents": [{"id": parent_id}]}
+
+        def create() -> Any:
+            try:
+                return self._service.files().insert(body=body, supportsAllDrives=True, fields="id").execute(
+                    http=self._http())
+            except HttpError as e:  # an earlier attempt did land: the id is taken by our folder
+                if e.resp.status == 409:
+                    return {"id": fid}
+                raise
+
+        return self._call(f"create folder {title}", create)["id"]
+
+    def _folder_id(self, rel: str, create: bool) -> str | None:
+        rel = rel.strip("/")
+        base = self._base()
+        if not rel:
+            return base
+        with self._lock:
+            if rel in self._dirs:
+                return self._dirs[rel]
+        with self._mkdir_lock:
+            cur, walked = base, ""
+            for part in rel.split("/"):
+                walked = join(walked, part)
+                with self._lock:
+                    known = self._dirs.get(walked)
+                if known is None:
+                    known = self._child_folder(cur, part, create)
+                    if known is None:
+                        return None
+                    self._remember_dir(walked, known)
+                cur = known
+            return cur
+
+    def _remember_dir(self, rel: str, fid: str) -> None:
+        with self._lock:
+            self._dirs[rel] = fid
+            self._where[fid] = rel
+
+    def _remember_file(self, rel: str, fid: str, size: int, md5: str | None) -> None:
+        with self._lock:
+            old = self._file_ids.get(rel)
+            if old:
+                self._where.pop(old, None)
+            self._files[rel] = RemoteFile(rel, size, md5)
+            self._file_ids[rel] = fid
+            self._where[fid] = rel
+
+    def _forget(self, rel: str, ids: set[str]) -> None:
+        rel = rel.strip("/")
+        with self._lock:
+            for table in (self._dirs, self._file_ids):
+                for key in [k for k in table if k == rel or k.startswith(rel + "/")]:
+                    self._where.pop(table.pop(key), None)
+            for key in [k for k in self._files if k == rel or k.startswith(rel + "/")]:
+                del self._files[key]
+            self._gone |= ids
+
+    def _pick(self, rel: str, candidates: list[dict[str, Any]]) -> dict[str, Any]:
+        """One file among same-titled ones: ours if we wrote one, else the newest."""
+        with self._lock:
+            mine = self._file_ids.get(rel)
+        for c in candidates:
+            if c["id"] == mine:
+                return c
+        return max(candidates, key=lambda m: (m.get("modifiedDate", ""), m["id"]))
+
+    @staticmethod
+    def _is_file(meta: dict[str, Any]) -> bool:
+        # Google Docs have no bytes to sync; folders are not files
+        return not meta.get("mimeType", "").startswith("application/vnd.google-apps.")
+
+    @staticmethod
+    def _as_file(rel: str, meta: dict[str, Any]) -> RemoteFile:
+        return RemoteFile(rel, int(meta.get("fileSize") or 0), meta.get("md5Checksum"))
+
+    # ------------------------------------------------------------ the protocol
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        prefix = prefix.strip("/")
+        fid = self._folder_id(prefix, create=False)
+        if fid is None:
+            return []
+        names = set()
+        with self._lock:
+            where = dict(self._where)
+            dirs = dict(self._dirs)
+        for m in self._children(fid, folders_only=True):
+            seen_at = where.get(m["id"])
+            if seen_at is None or seen_at == join(prefix, m["title"]):  # a lagging listing: trust our writes
+                names.add(m["title"])
+        for rel in dirs:
+            head, tail = _split(rel)
+            if head == prefix and rel:
+                names.add(tail)
+        return sorted(names)
+
+    def list_files(self, prefix: str) -> list[RemoteFile]:
+        prefix = prefix.strip("/")
+        top = self._folder_id(prefix, create=False)
+        if top is None:
+            return []
+        with self._lock:
+            where = dict(self._where)
+        found: dict[str, RemoteFile] = {}
+        todo = [(top, "")]
+        while todo:
+            fid, sub = todo.pop()
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for m in self._children(fid):
+                rel = join(sub, m["title"])
+                seen_at = where.get(m["id"])
+                if seen_at is not None and seen_at != join(prefix, rel):
+                    continue  # moved or renamed by us; the listing has not caught up
+                if m.get("mimeType") == FOLDER_MIME:
+                    todo.append((m["id"], rel))
+                elif self._is_file(m):
+                    groups.setdefault(rel, []).append(m)
+            for rel, cands in groups.items():
+                found[rel] = self._as_file(rel, self._pick(join(prefix, rel), cands))
+        with self._lock:
+            for rel, rf in self._files.items():
+                if prefix == "" or rel.startswith(prefix + "/"):
+                    sub = rel[len(prefix) + 1:] if prefix else rel
+                    found[sub] = RemoteFile(sub, rf.size, rf.md5)
+        return sorted(found.values(), key=lambda f: f.path)
+
+    def _lookup(self, rel: str) -> dict[str, Any] | None:
+        """Metadata of the file at ``rel``: by the id we know, else by title."""
+        from googleapiclient.errors import HttpError
+
+        rel = rel.strip("/")
+        with self._lock:
+            fid = self._file_ids.get(rel)
+        if fid is not None:
+            def get() -> Any:
+                try:
+                    return self._service.files().get(fileId=fid, supportsAllDrives=True, fields=FILE_FIELDS).execute(
+                        http=self._http())
+                except HttpError as e:
+                    if e.resp.status == 404:
+                        return None
+                    raise
+
+            meta = self._call(f"stat {rel}", get)
+            if meta is not None and not meta.get("labels", {}).get("trashed"):
+                return meta
+            self._forget(rel, {fid})
+        head, title = _split(rel)
+        parent = self._folder_id(head, create=False)
+        if parent is None or not title:
+            return None
+        cands = [m for m in self._children(parent, title) if self._is_file(m)]
+        return self._pick(rel, cands) if cands else None
+
+    def stat(self, path: str) -> RemoteFile | None:
+        meta = self._lookup(path)
+        return None if meta is None else self._as_file(path.strip("/"), meta)
+
+    def put_file(self, src: Path, dest: str, progress: Progress | None = None) -> Digest:
+        dest = dest.strip("/")
+        try:
+            st = os.stat(src)
+        except OSError as e:
+            raise RemoteError(f"upload {dest}: {e.strerror or e}") from e
+        head, title = _split(dest)
+        parent = self._folder_id(head, create=True)
+        ident = {"dest": dest, "src": str(Path(src).resolve()), "size": st.st_size,
+                 "mtime_ns": st.st_mtime_ns, "parent": parent}
+        try:
+            with open(src, "rb") as fh:
+                return self._upload(dest, parent, title, fh, ident, progress)
+        except OSError as e:
+            raise RemoteError(f"upload {dest}: {e.strerror or e}") from e
+
+    def write_bytes(self, dest: str, data: bytes) -> None:
+        dest = dest.strip("/")
+        head, title = _split(dest)
+        parent = self._folder_id(head, create=True)
+        self._upload(dest, parent, title, io.BytesIO(data), None, None)
+
+    def _upload(self, dest: str, parent: str, title: str, fh: BinaryIO,
+                ident: dict[str, Any] | None, progress: Progress | None) -> Digest:
+        from googleapiclient.errors import HttpError
+
+        op = f"upload {dest}"
+        self._fresh_token()
+        uri = self._sessions.load(dest, ident) if ident else None
+        body = {"title": title, "mimeType": BINARY_MIME, "parents": [{"id": parent}]}
+        while True:  # once more from byte 0 only if Drive forgot the session
+            media = None
+            saved = [uri is not None]
+
+            def persist() -> None:
+                if ident and not saved[0] and req.resumable_uri:
+                    self._sessions.save(dest, ident, req.resumable_uri)
+                    saved[0] = True
+
+            media = _HashingUpload(fh, self._chunk, persist, progress)
+            req = self._service.files().insert(body=body, media_body=media, supportsAllDrives=True,
+                                               fields=FILE_FIELDS)
+            if uri is not None:
+                req.resumable_uri = uri
+                req._in_error_state = True  # googleapiclient: ask Drive how far it got first
+                log.info("%s: resuming its upload session", op)
+            attempt, last_progress, result, restart = 0, -1, None, False
+            while result is None:
+                try:
+                    _, result = req.next_chunk(http=self._http())
+                except HttpError as e:
+                    if req.resumable_uri and e.resp.status in (404, 410):
+                        log.info("%s: Drive no longer knows the upload session; starting over", op)
+                        restart = True
+                        break
+                    self._retry_or_raise(op, e, attempt)
+                    attempt += 1
+                except Exception as e:  # sorted by _retry_or_raise
+                    if isinstance(e, (KeyError, TypeError)):
+                        raise
+                    self._retry_or_raise(op, e, attempt)
+                    attempt += 1
+                else:
+                    if req.resumable_progress > last_progress:  # moving again: reset the backoff
+                        last_progress, attempt = req.resumable_progress, 0
+            if restart:
+                if ident:
+                    self._sessions.clear(dest)
+                uri = None
+                continue
+            break
+        digest = media.digest()
+        if ident:
+            self._sessions.clear(dest)
+        fid = result["id"]
+        size = int(result.get("fileSize") or -1)
+        if size != digest.size or result.get("md5Checksum") != digest.md5:
+            self._remove(op, fid)
+            raise RemoteError(
+                f"{op}: Drive stored {size} bytes with md5 {result.get('md5Checksum')}, "
+                f"but {digest.size} bytes with md5 {digest.md5} were sent")
+        with self._lock:
+            older = self._file_ids.get(dest)
+        self._remember_file(dest, fid, digest.size, digest.md5)
+        # Overwrite: everything else titled so in that folder goes (an older version, or a
+        # twin from an upload another process finished), now that ours is verified.
+        stale = {m["id"] for m in self._children(parent, title) if m["id"] != fid}
+        if older and older != fid:
+            stale.add(older)
+        for other in stale:
+            self._remove(f"{op} (older copy)", other)
+        with self._lock:
+            self._gone |= stale
+        return digest
+
+    def _remove(self, op: str, fid: str) -> None:
+        from googleapiclient.errors import HttpError
+
+        def go() -> None:
+            try:
+                if self._delete_mode == "trash":
+                    self._service.files().trash(fileId=fid, supportsAllDrives=True, fields="id").execute(
+                        http=self._http())
+                else:
+                    self._service.files().delete(fileId=fid, supportsAllDrives=True).execute(http=self._http())
+            except HttpError as e:
+                if e.resp.status != 404:  # already gone is fine
+                    raise
+
+        self._call(op, go)
+
+    def open_read(self, path: str) -> BinaryIO:
+        rel = path.strip("/")
+        meta = self._lookup(rel)
+        if meta is None:
+            raise RemoteError(f"read {rel}: no such file on Google Drive")
+        raw = _RangeReader(self, rel, meta["id"], int(meta.get("fileSize") or 0), self._chunk)
+        return io.BufferedReader(raw, buffer_size=min(self._chunk, CHUNK_BYTES))  # type: ignore[return-value]
+
+    def delete(self, prefix: str) -> None:
+        rel = prefix.strip("/")
+        if not rel:
+            raise RemoteError("delete: refusing to delete the whole gdrive:// folder")
+        head, title = _split(rel)
+        parent = self._folder_id(head, create=False)
+        ids: set[str] = set()
+        with self._lock:
+            for table in (self._dirs, self._file_ids):
+                if rel in table:
+                    ids.add(table[rel])
+        if parent is not None:
+            ids |= {m["id"] for m in self._children(parent, title)}
+        for fid in sorted(ids):
+            self._remove(f"delete {rel}", fid)
+        self._forget(rel, ids)
+
+    def rename_dir(self, src: str, dst: str) -> None:
+        src, dst = src.strip("/"), dst.strip("/")
+        op = f"rename {src} -> {dst}"
+        fid = self._folder_id(src, create=False)
+        if fid is None:
+            raise RemoteError(f"{op}: no such folder")
+        if self._folder_id(dst, create=False) is not None:
+            raise RemoteError(f"{op}: the destination exists")
+        src_parent = self._folder_id(_split(src)[0], create=False)
+        dst_parent = self._folder_id(_split(dst)[0], create=True)
+        kw: dict[str, Any] = {}
+        if src_parent != dst_parent:
+            kw = {"addParents": dst_parent, "removeParents": src_parent}
+        self._exec(op, self._service.files().patch(
+            fileId=fid, body={"title": _split(dst)[1]}, supportsAllDrives=True, fields="id", **kw))
+        with self._lock:  # move what we know under src to dst
+            for table in (self._dirs, self._file_ids):
+                for key in [k for k in table if k == src or k.startswith(src + "/")]:
+                    new = dst + key[len(src):]
+                    table[new] = table.pop(key)
+                    self._where[table[new]] = new
+            for key in [k for k in self._files if k == src or k.startswith(src + "/")]:
+                rf = self._files.pop(key)
+                new = dst + key[len(src):]
+                self._files[new] = RemoteFile(new, rf.size, rf.md5)
+
+    def quota(self) -> Quota:
+        self._base()
+        about = self._exec("read Drive quota", self._service.about().get(
+            fields="quotaBytesTotal,quotaBytesUsed,quotaBytesUsedInTrash,quotaType"))
+        if self._shared_drive:  # Shared Drive storage is the organisation's pool, not ours to count
+            return Quota(None, 0, 0)
+        limit = int(about.get("quotaBytesTotal") or 0)
+        unlimited = about.get("quotaType") == "UNLIMITED" or limit <= 0
+        return Quota(None if unlimited else limit, int(about.get("quotaBytesUsed") or 0),
+                     int(about.get("quotaBytesUsedInTrash") or 0))
+
+    def empty_trash(self) -> None:
+        """Permanently delete everything in the Drive trash (it counts toward the quota)."""
+        self._exec("empty Drive trash", self._service.files().emptyTrash())
+
+    def close(self) -> None:
+        self._closing.set()
+        with self._lock:
+            https, self._https = self._https, []
+        for h in https:
+            for conn in list(getattr(h, "connections", {}).values()):
+                try:
+                    conn.close()
+                except OSError:
+                    pass
