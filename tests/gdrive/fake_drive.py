@@ -113,6 +113,7 @@ class Fault:
     reason: str = "backendError"
     after_bytes: int = 0
     seconds: float = 0.0
+    skip: int = 0  # let this many matching requests through first
 
 
 # ---------------------------------------------------------------- q expressions
@@ -261,6 +262,7 @@ class FakeDrive:
         self.daily_limit_bytes: int | None = None
         self.uploaded_today = 0
         self.page_size = 100
+        self.corrupt_next_upload = False  # flip a stored byte: Drive's md5 then differs
         self.token_lifetime_s = 3600
         self.held = threading.Event()
         self._hold_after: int | None = None
@@ -340,11 +342,11 @@ class FakeDrive:
         with self.lock:
             self.refresh_tokens[refresh_token] = client_id
 
-    def fail(self, kind: str, status: int, reason: str = "", times: int | None = 1) -> None:
-        """The next ``times`` requests of ``kind`` answer ``status`` with ``reason``."""
+    def fail(self, kind: str, status: int, reason: str = "", times: int | None = 1, skip: int = 0) -> None:
+        """After ``skip`` requests of ``kind``, the next ``times`` answer ``status`` with ``reason``."""
         default = {401: "authError", 403: "forbidden", 429: "rateLimitExceeded"}.get(status, "backendError")
         with self.lock:
-            self.faults.append(Fault(kind, "status", times, status=status, reason=reason or default))
+            self.faults.append(Fault(kind, "status", times, status=status, reason=reason or default, skip=skip))
 
     def drop(self, kind: str = "chunk", after_bytes: int = 0, times: int | None = 1) -> None:
         """Close the connection after reading ``after_bytes`` of the request body, no reply."""
@@ -370,6 +372,12 @@ class FakeDrive:
     def release(self) -> None:
         self._hold_after = None
         self._release.set()
+
+    def settle(self) -> None:
+        """Make everything so far visible to listings, however large ``lag_s`` is."""
+        with self.lock:
+            for versions in self.history.values():
+                versions[:] = [(t - 1e6, m) for t, m in versions]
 
     def expire_sessions(self) -> None:
         with self.lock:
@@ -441,6 +449,9 @@ class FakeDrive:
         with self.lock:
             for f in self.faults:
                 if f.kind in (kind, "any") and (f.times is None or f.times > 0):
+                    if f.skip > 0:
+                        f.skip -= 1
+                        continue
                     if f.times is not None:
                         f.times -= 1
                     return f
@@ -808,6 +819,9 @@ class _Handler(BaseHTTPRequestHandler):
                 hdr = {"Range": f"bytes=0-{len(s.buf) - 1}"} if s.buf else {}
                 return self._send(308, b"", hdr)
             meta = {k: v for k, v in s.meta.items() if not k.startswith("_")}
+            if fake.corrupt_next_upload and s.buf:
+                fake.corrupt_next_upload = False
+                s.buf[0] ^= 0xFF
             item = self._new_item(meta, bytes(s.buf), s.meta["_all_drives"])
             s.done_id = item.id
             s.buf = bytearray()

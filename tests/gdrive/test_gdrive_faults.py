@@ -1,0 +1,260 @@
+"""Every fault the fake Drive injects either converges or stops with one clear error."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+from helpers_gdrive import CHUNK, blob, service_account_key
+
+from syncd.errors import CredentialsError, QuotaError, RemoteError
+
+
+def _src(tmp_path, n=4 * CHUNK + 100, seed=2):
+    data = blob(n, seed)
+    p = tmp_path / f"src-{seed}.bin"
+    p.write_bytes(data)
+    return p, data
+
+
+def _stored(drive, path):
+    item = drive.find(path)
+    assert item is not None, path
+    return item.data
+
+
+@pytest.mark.parametrize("kind, status, reason", [
+    ("chunk", 500, ""),
+    ("chunk", 503, ""),
+    ("chunk", 429, ""),
+    ("chunk", 403, "rateLimitExceeded"),
+    ("chunk", 403, "userRateLimitExceeded"),
+    ("upload_start", 500, ""),
+    ("upload_start", 429, ""),
+    ("list", 502, ""),
+    ("create", 500, ""),
+])
+def test_transient_errors_converge(remote, drive, tmp_path, kind, status, reason):
+    src, data = _src(tmp_path)
+    drive.fail(kind, status, reason, times=3)
+    digest = remote.put_file(src, "run/c/f.bin")
+    assert _stored(drive, "backups/run/c/f.bin") == data
+    assert digest.md5 == hashlib.md5(data).hexdigest()
+    assert all(f.times == 0 for f in drive.faults)  # the faults did fire
+    assert len(drive.children(drive.find("backups/run/c").id, "f.bin")) == 1
+
+
+def test_persistent_5xx_gives_up_with_the_operation_named(make_remote, drive, tmp_path):
+    r = make_remote(max_attempts=4)
+    src, _ = _src(tmp_path)
+    drive.fail("chunk", 500, times=None)
+    with pytest.raises(RemoteError, match=r"upload run/f.bin: giving up after 4 attempts \(HTTP 500"):
+        r.put_file(src, "run/f.bin")
+
+
+def test_connection_dropped_mid_chunk(remote, drive, tmp_path):
+    src, data = _src(tmp_path)
+    # twice: httplib2 quietly retries a dropped request once by itself
+    drive.drop("chunk", after_bytes=CHUNK // 2 + CHUNK // 4, times=2)
+    drive.fail("chunk", 500, skip=2)  # and a later chunk fails after the drops were handled
+    remote.put_file(src, "run/f.bin")
+    assert _stored(drive, "backups/run/f.bin") == data
+
+
+def test_drop_keeps_partial_bytes_and_the_client_resends_from_the_acknowledged_offset(make_remote, drive, tmp_path):
+    r = make_remote(chunk_bytes=4 * CHUNK)
+    src, data = _src(tmp_path, n=6 * CHUNK)
+    drive.drop("chunk", after_bytes=3 * CHUNK + 10, times=2)
+    r.put_file(src, "run/f.bin")
+    assert _stored(drive, "backups/run/f.bin") == data
+    # after the drop Drive held 3 x 256 KiB; the client asked and went on from there
+    assert 3 * CHUNK in drive.chunk_offsets
+
+
+def test_token_expiring_mid_upload_is_refreshed(remote, drive, tmp_path):
+    src, data = _src(tmp_path)
+    remote.put_file(src, "run/warm.bin")  # the token is fresh now
+    tokens_before = drive.count["token"]
+    drive.expire_tokens_on("chunk")
+    remote.put_file(src, "run/f.bin")
+    assert _stored(drive, "backups/run/f.bin") == data
+    assert drive.count["token"] == tokens_before + 1
+
+
+def test_a_stalled_server_times_out_and_the_call_is_retried(make_remote, drive, tmp_path):
+    r = make_remote(timeout_s=0.5)
+    src, data = _src(tmp_path)
+    drive.stall("chunk", seconds=1.5)
+    t0 = time.monotonic()
+    r.put_file(src, "run/f.bin")
+    assert _stored(drive, "backups/run/f.bin") == data
+    assert time.monotonic() - t0 < 10
+
+
+def test_listing_lag_never_hides_our_own_writes(remote, drive, tmp_path):
+    drive.lag_s = 30.0  # nothing written below shows in a listing during the test
+    src, data = _src(tmp_path, n=CHUNK + 1)
+    remote.put_file(src, "run/checkpoint-1.partial/model.bin")
+    remote.write_bytes("run/checkpoint-1.partial/syncd-manifest.json", b"{}")
+    assert remote.stat("run/checkpoint-1.partial/model.bin").size == CHUNK + 1
+    remote.rename_dir("run/checkpoint-1.partial", "run/checkpoint-1")
+    assert remote.list_dirs("run") == ["checkpoint-1"]
+    assert [f.path for f in remote.list_files("run")] == [
+        "checkpoint-1/model.bin", "checkpoint-1/syncd-manifest.json"]
+    with remote.open_read("run/checkpoint-1/model.bin") as fh:
+        assert fh.read() == data
+    remote.write_bytes("run/checkpoint-1/syncd-manifest.json", b'{"v": 2}')  # overwrite under lag
+    assert remote.open_read("run/checkpoint-1/syncd-manifest.json").read() == b'{"v": 2}'
+    remote.delete("run/checkpoint-1")
+    assert remote.list_dirs("run") == []
+    assert remote.stat("run/checkpoint-1/model.bin") is None
+    # a second folder made while the listing still lags is not created twice
+    remote.write_bytes("run/checkpoint-2/a", b"a")
+    remote.write_bytes("run/checkpoint-2/b", b"b")
+    assert len(drive.children(drive.find("backups/run").id, "checkpoint-2")) == 1
+
+
+def test_lagging_listing_still_shows_deleted_files_we_ignore(remote, drive):
+    remote.write_bytes("run/c/a", b"a")
+    remote.write_bytes("run/c/b", b"b")
+    drive.settle()
+    drive.lag_s = 30.0  # the writes are visible, what follows is not yet
+    remote.delete("run/c/a")
+    assert [f.path for f in remote.list_files("run")] == ["c/b"]
+
+
+def test_duplicate_titles_are_reconciled_on_upload(remote, drive, tmp_path):
+    remote.write_bytes("run/c/keep", b"k")
+    folder = drive.find("backups/run/c").id
+    drive.add_item(folder, "model.bin", b"old one")
+    drive.add_item(folder, "model.bin", b"older twin")
+    # stat picks one (the newest) while twins exist
+    assert remote.stat("run/c/model.bin").size in (7, 10)
+    src, data = _src(tmp_path, n=1000)
+    remote.put_file(src, "run/c/model.bin")
+    assert [i.data for i in drive.children(folder, "model.bin")] == [data]
+    assert remote.stat("run/c/model.bin").md5 == hashlib.md5(data).hexdigest()
+
+
+def test_twin_folders_resolve_to_the_same_one_every_time(make_remote, drive):
+    base = drive.find("") or drive.items[drive.root_id]
+    top = drive.add_item(base.id, "backups", folder=True)
+    first = drive.add_item(top, "run", folder=True)
+    drive.add_item(top, "run", folder=True)
+    r = make_remote()
+    r.write_bytes("run/x", b"1")
+    assert drive.children(first, "x")
+    assert r.list_dirs("") == ["run"]
+
+
+def test_checksum_mismatch_is_an_error_and_the_bad_copy_is_removed(remote, drive, tmp_path):
+    src, _ = _src(tmp_path, n=1000)
+    drive.corrupt_next_upload = True
+    with pytest.raises(RemoteError, match="md5"):
+        remote.put_file(src, "run/f.bin")
+    assert drive.find("backups/run/f.bin") is None
+
+
+def test_storage_full_stops_at_once(remote, drive, tmp_path):
+    src, _ = _src(tmp_path)
+    remote.write_bytes("run/small", b"x")
+    drive.quota_limit = CHUNK
+    starts = drive.count["upload_start"]
+    with pytest.raises(QuotaError, match="storage is full.*backup_keep_last"):
+        remote.put_file(src, "run/f.bin")
+    assert drive.count["upload_start"] == starts + 1  # no retries against a full Drive
+
+
+def test_daily_upload_limit_stops_at_once(remote, drive, tmp_path):
+    src, _ = _src(tmp_path)
+    drive.daily_limit_bytes = CHUNK
+    t0 = time.monotonic()
+    with pytest.raises(QuotaError, match="daily upload limit"):
+        remote.put_file(src, "run/f.bin")
+    assert drive.count["upload_start"] == 1 and time.monotonic() - t0 < 5
+
+
+def test_daily_limit_mid_file_stops_and_keeps_the_session(remote, drive, tmp_path):
+    src, data = _src(tmp_path)
+    drive.fail("chunk", 403, "uploadLimitExceeded", skip=2)
+    with pytest.raises(QuotaError, match="daily upload limit"):
+        remote.put_file(src, "run/f.bin")
+    sessions = list((tmp_path / "state").glob("*.json"))
+    assert len(sessions) == 1 and (sessions[0].stat().st_mode & 0o777) == 0o600
+    received = drive.bytes_received
+    remote.put_file(src, "run/f.bin")  # the next day: continue where Drive stopped
+    assert _stored(drive, "backups/run/f.bin") == data
+    assert drive.bytes_received - received == len(data) - 2 * CHUNK
+    assert not list((tmp_path / "state").glob("*.json"))
+
+
+def test_forgotten_session_starts_over(remote, drive, tmp_path):
+    src, data = _src(tmp_path)
+    drive.fail("chunk", 403, "uploadLimitExceeded", skip=1)
+    with pytest.raises(QuotaError):
+        remote.put_file(src, "run/f.bin")
+    drive.expire_sessions()
+    remote.put_file(src, "run/f.bin")
+    assert _stored(drive, "backups/run/f.bin") == data
+
+
+def test_changed_source_discards_the_old_session(remote, drive, tmp_path):
+    src, _ = _src(tmp_path)
+    drive.fail("chunk", 403, "uploadLimitExceeded", skip=1)
+    with pytest.raises(QuotaError):
+        remote.put_file(src, "run/f.bin")
+    data = blob(3 * CHUNK, seed=9)
+    src.write_bytes(data)
+    remote.put_file(src, "run/f.bin")
+    assert _stored(drive, "backups/run/f.bin") == data
+
+
+def test_service_account_on_my_drive_says_what_to_do(make_remote, drive, tmp_path):
+    import json
+    import os
+
+    key = tmp_path / "sa.json"
+    key.write_text(json.dumps(service_account_key(drive)))
+    os.chmod(key, 0o600)
+    r = make_remote(credentials=str(key))
+    with pytest.raises(QuotaError, match="service accounts have no storage.*Shared Drive.*OAuth"):
+        r.write_bytes("run/x", b"1")
+
+
+def test_service_account_on_a_shared_drive_works(make_remote, drive, tmp_path):
+    import json
+    import os
+
+    key = tmp_path / "sa.json"
+    key.write_text(json.dumps(service_account_key(drive)))
+    os.chmod(key, 0o600)
+    sd = drive.add_shared_drive("Team")
+    r = make_remote(credentials=str(key), root_id=sd)
+    r.write_bytes("run/x", b"1")
+    assert r.open_read("run/x").read() == b"1"
+    assert any(p.startswith("sa:") for p in drive.tokens.values())
+
+
+def test_revoked_refresh_token_is_one_clear_line(make_remote, drive, tmp_path):
+    drive.refresh_tokens.clear()
+    r = make_remote()
+    with pytest.raises(CredentialsError) as ei:
+        r.write_bytes("x", b"1")
+    msg = str(ei.value)
+    assert "syncd auth" in msg and "\n" not in msg and "invalid_grant" in msg
+    assert "fake-refresh" not in msg and "ya29" not in msg
+
+
+def test_close_stops_a_retry_loop(make_remote, drive, tmp_path):
+    import threading
+
+    r = make_remote(backoff_base_s=5.0)
+    drive.fail("list", 500, times=None)
+    errors = []
+    t = threading.Thread(target=lambda: errors.append(pytest.raises(RemoteError, r.list_dirs, "")))
+    t.start()
+    time.sleep(0.3)
+    r.close()
+    t.join(5)
+    assert not t.is_alive() and errors
