@@ -1,0 +1,146 @@
+"""``python -m trainer CONFIG.json [--key value ...]`` (console script: ``tess-train``).
+
+Reads top to bottom: parse the config, build tokenizer, data, model and trainer,
+decide where to resume from, train, save the final model, and (when syncd runs for
+this output folder) wait, bounded, for the final model to reach the remote.
+Bad input is one line on stderr and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from syncd.errors import SyncdError
+
+logger = logging.getLogger("tessync.trainer")
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s tess-train %(levelname)s %(message)s", "%H:%M:%S"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    _setup_logging()
+    try:
+        from .args import parse_config
+
+        cfg = parse_config(argv)  # parse
+        run = build(cfg)  # build
+        train(run)  # train (resuming where the config says)
+        save_final(run)  # save, then wait for syncd's commit of the final model
+    except SyncdError as e:
+        print(f"tess-train: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tess-train: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+class Run:
+    """Everything built from one config."""
+
+    def __init__(self, cfg, trainer, resume, loss_log: Path):
+        self.cfg = cfg
+        self.trainer = trainer
+        self.resume = resume
+        self.loss_log = loss_log
+
+
+def build(cfg) -> Run:
+    from .build import build_trainer
+
+    return build_trainer(cfg)
+
+
+def train(run: Run) -> None:
+    from .resume import plan_resume
+    from .tess_trainer import truncate_loss_log
+
+    cfg, trainer = run.cfg, run.trainer
+    with cfg.training.main_process_first(desc="resolve resume", local=False):
+        plan = plan_resume(cfg.run.resume_from_checkpoint, cfg.sync)
+    if trainer.is_world_process_zero():
+        logger.info(plan.why)
+        if plan.fresh:
+            truncate_loss_log(run.loss_log, 0)
+        else:
+            truncate_loss_log(run.loss_log, _step_of(plan.path))
+    run.resume = plan
+    trainer.train(resume_from_checkpoint=str(plan.path) if plan.path else None)
+
+
+def _step_of(path: Path) -> int:
+    import json
+
+    try:
+        return int(json.loads((Path(path) / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def save_final(run: Run) -> None:
+    from syncd.checkpoints import write_final_marker
+
+    trainer, output_dir = run.trainer, Path(run.cfg.training.output_dir)
+    before = _top_level_files(output_dir)
+    trainer.save_model(str(output_dir))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return
+    written = sorted(name for name, sig in _top_level_files(output_dir).items() if before.get(name) != sig)
+    write_final_marker(output_dir, files=written, step=trainer.state.global_step)
+    logger.info("final model saved to %s (step %d): %s", output_dir, trainer.state.global_step, ", ".join(written))
+    wait_for_sync(run.cfg.sync)
+
+
+def _top_level_files(folder: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    try:
+        for e in os.scandir(folder):
+            if e.is_file(follow_symlinks=False) and not e.name.startswith("."):
+                st = e.stat()
+                out[e.name] = (st.st_mtime_ns, st.st_size)
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def wait_for_sync(sync) -> None:
+    """If syncd runs for this output folder, wait (bounded) until the final model is committed."""
+    if not sync.remote_url or not sync.wait_at_end:
+        return
+    try:
+        from syncd import api
+    except ImportError:
+        logger.info("syncd's library API is not available; not waiting for the upload")
+        return
+    if not api.daemon_running(sync.output_dir):
+        logger.info("syncd is not running for %s; the final model is only local until it runs "
+                    "(syncd start <config>)", sync.output_dir)
+        return
+    logger.info("waiting up to %.0f s for syncd to commit the final model to %s",
+                sync.wait_timeout_seconds, sync.remote_url)
+    start = time.monotonic()
+    ok = api.wait_committed(sync, timeout_seconds=sync.wait_timeout_seconds, include_final=True)
+    if ok:
+        logger.info("final model committed to the remote after %.0f s", time.monotonic() - start)
+    else:
+        logger.warning("final model not yet committed after %.0f s; syncd keeps uploading in the background",
+                       sync.wait_timeout_seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""One JSON config for the whole run: model, data, diffusion, Hugging Face
+``TrainingArguments``, and the backup keys that syncd reads.
+
+Every key must belong to one of the dataclasses below, to ``TrainingArguments``,
+or to syncd (``gdrive_backup_dir``, ``backup_keep_last``, ``syncd_*``); anything
+else is an error naming the key. Keys starting with ``_`` are comments (each config
+carries its launch command in ``_comment``). ``--key value`` on the command line
+overrides the file, with the config's own key names; values parse as JSON when they
+can (``--max_steps 20``, ``--resume_from_checkpoint false``) and are strings
+otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syncd.config import KEYS as SYNCD_KEYS
+from syncd.config import SyncConfig, build_config, parse_overrides, read_config_file
+from syncd.errors import ConfigError
+
+logger = logging.getLogger("tessync.trainer")
+
+# Keys that older configs use and transformers 5 renamed: old -> new.
+RENAMED_KEYS = {
+    "evaluation_strategy": "eval_strategy",
+    "no_cuda": "use_cpu",
+    "per_gpu_train_batch_size": "per_device_train_batch_size",
+    "per_gpu_eval_batch_size": "per_device_eval_batch_size",
+}
+SELF_CONDITION_CHOICES = ("logits_addition", "logits_mean", "logits_with_projection", "logits")
+CONDITIONAL_CHOICES = ("prefix_lm", "span_infilling", "kg_quad")
+
+
+@dataclass
+class ModelArguments:
+    # "roberta-base" fine-tunes pretrained weights; None trains from scratch.
+    model_name_or_path: str | None = None
+    # A config (hub name or folder) for a from-scratch model; default: model_name_or_path's.
+    config_name: str | None = None
+    # Inline RobertaConfig fields applied on top: how the tiny CPU model is described.
+    model_config: dict | None = None
+    # Default: model_name_or_path; the tiny config points at the BPE built in data/tokenizer.
+    tokenizer_name: str | None = None
+    # Hub downloads and the datasets cache; None keeps Hugging Face's defaults.
+    cache_dir: str | None = None
+    # Pin hub weights to a revision for reproducible fine-tuning.
+    model_revision: str = "main"
+
+
+@dataclass
+class DataArguments:
+    train_file: str | None = None
+    validation_file: str | None = None
+    # The user's setting: long enough for a few quads on one line.
+    max_seq_length: int = 256
+    # Fixed shapes keep memory flat from step to step (no surprise OOM on a long batch).
+    pad_to_max_length: bool = True
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    # None (unconditional), prefix_lm, span_infilling or kg_quad.
+    conditional_generation: str | None = None
+    # T5's span-corruption defaults, as TESS uses for span_infilling.
+    mask_ratio: float = 0.15
+    mean_mask_span_length: float = 3.0
+    # The only mode there is; accepted so the reference's configs load.
+    line_by_line: bool = True
+    preprocessing_num_workers: int | None = None
+    overwrite_cache: bool = False
+
+
+@dataclass
+class DiffusionArguments:
+    # k of the +-k simplex; TESS's default.
+    simplex_value: float = 5.0
+    # N of the training schedule; TESS trains with 5000 (the user's config says 500).
+    num_diffusion_steps: int = 5000
+    # M of the sampling schedule: far fewer than N is TESS's speed trade-off.
+    num_inference_diffusion_steps: int = 100
+    # None, logits_addition, logits_mean, logits_with_projection (alias: logits).
+    self_condition: str | None = None
+    # "No previous prediction" as zeros rather than softmax(0) = uniform.
+    self_condition_zeros_after_softmax: bool = False
+    # Sampling: argmax is TESS's default projection; "sample" draws from softmax(logits / T).
+    sampling_type: str = "argmax"
+    temperature: float = 1.0
+    top_p: float | None = None
+    # Validation lines generated at each evaluation (and scored for kg_quad); sampling
+    # runs M full passes per line, so a handful keeps evaluation short.
+    eval_num_samples: int = 8
+
+
+@dataclass
+class RunArguments:
+    # A full checkpoint whenever this much wall time passed since the last save, so a
+    # preempted run loses minutes, not save_steps worth of steps; None: step saves only.
+    time_save_interval_seconds: float | None = None
+    # "auto": the newest complete local checkpoint, else the remote's newest; a path;
+    # or false to start fresh.
+    resume_from_checkpoint: Any = "auto"
+
+
+@dataclass
+class TrainConfig:
+    model: ModelArguments
+    data: DataArguments
+    diffusion: DiffusionArguments
+    run: RunArguments
+    training: Any  # transformers.TrainingArguments
+    sync: SyncConfig
+    source: str
+
+
+# Defaults we choose differently from TrainingArguments, each with its reason.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    # syncd's default too: five full checkpoints, not Hugging Face's "keep all".
+    "save_total_limit": SYNCD_KEYS["save_total_limit"].default,
+    # No experiment trackers unless asked: nothing to log in to on a fresh VM.
+    "report_to": "none",
+    # RoBERTa's buffers are constants; broadcasting them would add a collective to the
+    # self-conditioning pass, which ranks may take or skip independently.
+    "ddp_broadcast_buffers": False,
+    "ddp_find_unused_parameters": False,
+}
+
+
+def _strip_optional(hint: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        nullable = len(args) != len(typing.get_args(hint))
+        if len(args) == 1:
+            return args[0], nullable
+        return typing.Union[tuple(args)], nullable  # noqa: UP007
+    return hint, hint is Any
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check a JSON value against a dataclass field's type; ints become floats where floats are due."""
+    inner, nullable = _strip_optional(hint)
+    if value is None:
+        if nullable:
+            return None
+        raise ConfigError(f"config key {name} must not be null")
+    if inner is Any:
+        return value
+    if inner is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {name} must be true or false, not {value!r}")
+        return value
+    if inner is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {name} must be an integer, not {value!r}")
+        return value
+    if inner is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {name} must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {name} must be finite, not {value!r}")
+        return float(value)
+    if inner is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `--run_name 7` arrives as a JSON number
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {name} must be a string, not {value!r}")
+        return value
+    if inner is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {name} must be a JSON object, not {value!r}")
+        return value
+    options = typing.get_args(inner) if typing.get_origin(inner) in (typing.Union, types.UnionType) else (inner,)
+    if any(isinstance(o, type) and issubclass(o, enum.Enum) for o in options) and str in options:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {name} must be a string, not {value!r}")
+        return value
+    if set(options) <= {int, float, str, bool}:
+        ok = any(isinstance(value, o) and not (o is not bool and isinstance(value, bool)) for o in options)
+        if not ok:
+            names = " or ".join(o.__name__ for o in options)
+            raise ConfigError(f"config key {name} must be {names}, not {value!r}")
+    return value  # lists, dicts and other composites: TrainingArguments checks them
+
+
+def _field_hints(cls) -> dict[str, Any]:
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only loses the type check
+        hints = {}
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+
+
+def _build(cls, values: dict[str, Any]):
+    hints = _field_hints(cls)
+    kwargs = {k: _coerce(k, v, hints[k]) for k, v in values.items() if k in hints}
+    return cls(**kwargs)
+
+
+def _check_choices(model: ModelArguments, data: DataArguments, diffusion: DiffusionArguments,
+                   run: RunArguments) -> None:
+    if diffusion.self_condition is not None and diffusion.self_condition not in SELF_CONDITION_CHOICES:
+        raise ConfigError(f"config key self_condition must be one of {', '.join(SELF_CONDITION_CHOICES)} "
+                          f"or null, not {diffusion.self_condition!r}")
+    if data.conditional_generation is not None and data.conditional_generation not in CONDITIONAL_CHOICES:
+        raise ConfigError(f"config key conditional_generation must be one of {', '.join(CONDITIONAL_CHOICES)} "
+                          f"or null, not {data.conditional_generation!r}")
+    if diffusion.sampling_type not in ("argmax", "sample"):
+        raise ConfigError(f"config key sampling_type must be argmax or sample, not {diffusion.sampling_type!r}")
+    for name, value, low in (("simplex_value", diffusion.simplex_value, 0.0),
+                             ("num_diffusion_steps", diffusion.num_diffusion_steps, 1),
+                             ("num_inference_diffusion_steps", diffusion.num_inference_diffusion_steps, 1),
+                             ("max_seq_length", data.max_seq_length, 4),
+                             ("eval_num_samples", diffusion.eval_num_samples, 0),
+                             ("temperature", diffusion.temperature, 0.0)):
+        if value < low or (low == 0.0 and isinstance(low, float) and value == 0):
+            raise ConfigError(f"config key {name} must be above {low:g}, not {value!r}")
+    if diffusion.top_p is not None and not 0 < diffusion.top_p <= 1:
+        raise ConfigError(f"config key top_p must be in (0, 1], not {diffusion.top_p!r}")
+    if run.time_save_interval_seconds is not None and run.time_save_interval_seconds <= 0:
+        raise ConfigError("config key time_save_interval_seconds must be positive (or null to turn it off)")
+    if not data.line_by_line:
+        raise ConfigError("config key line_by_line: only line-by-line text files are supported")
+    if not data.train_file:
+        raise ConfigError("config has no train_file")
+    for key in ("train_file", "validation_file"):
+        path = getattr(data, key)
+        if path is not None and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{key} not found: {path}")
+    if model.model_name_or_path is None and model.tokenizer_name is None:
+        raise ConfigError("config needs tokenizer_name when no model_name_or_path is given")
+    resume = run.resume_from_checkpoint
+    if not (resume is None or isinstance(resume, (bool, str))):
+        raise ConfigError(f"config key resume_from_checkpoint must be auto, a path or false, not {resume!r}")
+
+
+def split_keys(data: dict[str, Any], training_fields: set[str]) -> dict[str, dict[str, Any]]:
+    """Route each key to its dataclass; unknown keys are an error naming the key."""
+    groups = {"model": ModelArguments, "data": DataArguments, "diffusion": DiffusionArguments, "run": RunArguments}
+    owner = {f.name: g for g, cls in groups.items() for f in dataclasses.fields(cls)}
+    out: dict[str, dict[str, Any]] = {g: {} for g in (*groups, "training", "sync")}
+    for key, value in data.items():
+        if key.startswith("_"):
+            continue  # a comment, such as the launch command
+        if key in owner:
+            out[owner[key]][key] = value
+        elif key in training_fields:
+            out["training"][key] = value
+        elif key not in SYNCD_KEYS:
+            raise ConfigError(f"unknown config key {key}")
+        if key in SYNCD_KEYS:
+            out["sync"][key] = value
+    return out
+
+
+def apply_renames(data: dict[str, Any], training_fields: set[str]) -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        new = RENAMED_KEYS.get(key)
+        if new is not None and key not in training_fields:
+            if new in data:
+                raise ConfigError(f"config has both {key} and its new name {new}; keep {new}")
+            logger.warning("config key %s was renamed %s in transformers 5; reading it as %s", key, new, new)
+            key = new
+        out[key] = value
+    return out
+
+
+def parse_config(argv: list[str], base_dir: Path | None = None) -> TrainConfig:
+    """``CONFIG [--key value ...]`` to a validated TrainConfig; every problem is a ConfigError."""
+    from transformers import TrainingArguments
+
+    if not argv or argv[0].startswith("-"):
+        raise ConfigError("usage: python -m trainer CONFIG.json [--key value ...]")
+    source = argv[0]
+    data = read_config_file(source)
+    data.update(parse_overrides(argv[1:]))
+    training_fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    data = apply_renames(data, training_fields)
+    if not data.get("output_dir"):
+        raise ConfigError(f"config {source} has no output_dir")
+    groups = split_keys(data, training_fields)
+    model = _build(ModelArguments, groups["model"])
+    data_args = _build(DataArguments, groups["data"])
+    diffusion = _build(DiffusionArguments, groups["diffusion"])
+    run = _build(RunArguments, groups["run"])
+    _check_choices(model, data_args, diffusion, run)
+    sync = build_config(groups["sync"], source=source, base_dir=base_dir or Path.cwd())
+    training_values = {**{k: v for k, v in TRAINING_DEFAULTS.items() if k in training_fields},
+                       **groups["training"]}
+    training_values.pop("resume_from_checkpoint", None)  # ours, in RunArguments
+    hints = _field_hints(TrainingArguments)
+    kwargs = {k: _coerce(k, v, hints.get(k, Any)) for k, v in training_values.items()}
+    try:
+        training = TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"invalid training arguments: {first}") from None
+    return TrainConfig(model, data_args, diffusion, run, training, sync, source)

@@ -1,0 +1,127 @@
+"""From a validated TrainConfig to a ready TessTrainer: tokenizer, datasets, model, callbacks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from syncd.errors import ConfigError
+
+from .data import Collator, load_text_datasets, prepare_dataset
+from .model import build_model
+from .tess_trainer import (
+    LOSS_LOG,
+    CompletionMarkerCallback,
+    LossLogCallback,
+    TessTrainer,
+    TimeSaveCallback,
+)
+
+logger = logging.getLogger("tessync.trainer")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_tokenizer(model_args):
+    from transformers import AutoTokenizer
+
+    name = model_args.tokenizer_name or model_args.model_name_or_path
+    try:
+        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load tokenizer {name}: {_first_line(e)}") from None
+
+
+def load_model_config(model_args, diffusion, tokenizer, max_seq_length: int):
+    from transformers import AutoConfig, RobertaConfig
+
+    name = model_args.config_name or model_args.model_name_or_path
+    try:
+        config = AutoConfig.from_pretrained(name, cache_dir=model_args.cache_dir) if name else RobertaConfig()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load model config {name}: {_first_line(e)}") from None
+    for key, value in (model_args.model_config or {}).items():
+        if not hasattr(config, key):
+            raise ConfigError(f"unknown model_config key {key} for {type(config).__name__}")
+        setattr(config, key, value)
+    if not model_args.model_name_or_path:
+        config.vocab_size = len(tokenizer)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    # Saved with the model so that sampling needs nothing but the checkpoint.
+    config.self_condition = diffusion.self_condition
+    config.self_condition_zeros_after_softmax = diffusion.self_condition_zeros_after_softmax
+    config.simplex_value = diffusion.simplex_value
+    config.num_diffusion_steps = diffusion.num_diffusion_steps
+    if max_seq_length + 2 > config.max_position_embeddings:  # RoBERTa's positions start after the pad index
+        raise ConfigError(f"max_seq_length {max_seq_length} needs max_position_embeddings of at least "
+                          f"{max_seq_length + 2}, the model has {config.max_position_embeddings}")
+    return config
+
+
+def build_datasets(cfg, tokenizer):
+    d, training = cfg.data, cfg.training
+    if training.disable_tqdm:
+        import datasets
+
+        datasets.disable_progress_bars()
+    with training.main_process_first(desc="tokenise"):
+        raw = load_text_datasets(d.train_file, d.validation_file, cfg.model.cache_dir)
+        common = dict(mode=d.conditional_generation, max_seq_length=d.max_seq_length,
+                      pad_to_max_length=d.pad_to_max_length, seed=training.seed, ratio=d.mask_ratio,
+                      mean_span_length=d.mean_mask_span_length, num_proc=d.preprocessing_num_workers,
+                      overwrite_cache=d.overwrite_cache)
+        train = prepare_dataset(raw["train"], tokenizer, max_samples=d.max_train_samples, **common)
+        evaluation = None
+        if "validation" in raw:
+            evaluation = prepare_dataset(raw["validation"], tokenizer, max_samples=d.max_eval_samples, **common)
+    if len(train) == 0:
+        raise ConfigError(f"train_file {d.train_file} has no line with anything to generate")
+    return train, evaluation
+
+
+def build_trainer(cfg):
+    from transformers import set_seed
+
+    from .__main__ import Run
+
+    training = cfg.training
+    tokenizer = load_tokenizer(cfg.model)
+    train_ds, eval_ds = build_datasets(cfg, tokenizer)
+    config = load_model_config(cfg.model, cfg.diffusion, tokenizer, cfg.data.max_seq_length)
+    set_seed(training.seed)  # before the weights are drawn, so a run is a function of its config
+    try:
+        model = build_model(config, cfg.model.model_name_or_path, cfg.model.cache_dir,
+                            revision=cfg.model.model_revision)
+    except OSError as e:
+        raise ConfigError(f"cannot load model {cfg.model.model_name_or_path}: {_first_line(e)}") from None
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    samples = None
+    if eval_ds is not None and cfg.diffusion.eval_num_samples:
+        samples = eval_ds.select(range(min(cfg.diffusion.eval_num_samples, len(eval_ds))))
+    trainer = TessTrainer(
+        model=model,
+        args=training,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=Collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        diffusion=cfg.diffusion,
+        sample_dataset=samples,
+        conditional=cfg.data.conditional_generation,
+    )
+    if cfg.run.time_save_interval_seconds:
+        trainer.add_callback(TimeSaveCallback(cfg.run.time_save_interval_seconds))
+    trainer.add_callback(CompletionMarkerCallback())
+    loss_log = Path(training.output_dir) / LOSS_LOG
+    trainer.add_callback(LossLogCallback(trainer, loss_log))
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("model: %s, %.2fM parameters, vocab %d; %d training lines, %s validation lines",
+                "pretrained " + cfg.model.model_name_or_path if cfg.model.model_name_or_path else "from scratch",
+                n_params / 1e6, config.vocab_size, len(train_ds), len(eval_ds) if eval_ds is not None else "no")
+    return Run(cfg, trainer, None, loss_log)

@@ -1,0 +1,134 @@
+"""TESS on RoBERTa: a denoiser from noisy vocabulary logits to clean-token logits.
+
+Only the positions being generated carry a simplex. They are handled *packed*: for a
+batch with ``span_mask`` (B, L) holding n True entries, the noisy simplex, the
+previous prediction and the returned logits are (n, V) rows in row-major order of
+``span_mask``. Context and padding positions never get a vocabulary-sized row, so no
+(B, L, V) tensor exists unless every position is generated.
+
+Inputs of RoBERTa (through ``inputs_embeds``, so position embeddings and LayerNorm
+still apply):
+
+    generated position:  softmax(x_t) @ E  (+ self-conditioning)  + Linear(1, H)(t / N)
+    context position:    E[input_id]                               (clean, no timestep)
+
+E is the word-embedding matrix itself (tied with the LM head), not a copy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import RobertaConfig
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.models.roberta.modeling_roberta import (
+    RobertaForMaskedLM,
+    RobertaLMHead,
+    RobertaModel,
+    RobertaPreTrainedModel,
+)
+
+SELF_CONDITION_MODES = ("logits_addition", "logits_mean", "logits_with_projection", "logits")
+
+
+class TessRobertaModel(RobertaPreTrainedModel):
+    """RoBERTa encoder + LM head with TESS's simplex input and self-conditioning.
+
+    Parameter names match ``RobertaForMaskedLM`` (``roberta.*``, ``lm_head.*``) so a
+    pretrained masked-LM checkpoint such as roberta-base loads straight into it; the
+    timestep embedding and the self-conditioning projection start fresh.
+    """
+
+    _tied_weights_keys = getattr(RobertaForMaskedLM, "_tied_weights_keys", None)
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__(config)
+        mode = getattr(config, "self_condition", None)
+        if mode is not None and mode not in SELF_CONDITION_MODES:
+            raise ValueError(f"self_condition must be one of {', '.join(SELF_CONDITION_MODES)}, not {mode!r}")
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.lm_head = RobertaLMHead(config)
+        self.timestep_embed = nn.Linear(1, config.hidden_size)
+        if mode in ("logits_with_projection", "logits"):
+            self.self_condition_proj = nn.Linear(2 * config.hidden_size, config.hidden_size)
+        self.post_init()
+
+    # The LM head shares E with the input (the usual RoBERTa tying).
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+        self.lm_head.bias = new_embeddings.bias
+
+    @property
+    def self_condition(self) -> str | None:
+        return getattr(self.config, "self_condition", None)
+
+    @property
+    def word_embeddings(self) -> torch.Tensor:
+        return self.roberta.embeddings.word_embeddings.weight  # E: (V, H)
+
+    def embed_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """softmax(logits) @ E.  (n, V) -> (n, H)"""
+        E = self.word_embeddings
+        return torch.softmax(logits.to(E.dtype), dim=-1) @ E
+
+    def _previous_embeds(self, previous_pred: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """The self-conditioning input.  (n, V) or None -> (n, H) or a broadcastable (H,)"""
+        if previous_pred is not None:
+            return self.embed_logits(previous_pred)
+        if getattr(self.config, "self_condition_zeros_after_softmax", False):
+            return like.new_zeros(like.shape[-1])
+        # softmax of all-zero logits is uniform, and uniform @ E is the mean row of E
+        return self.word_embeddings.mean(dim=0).to(like.dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        simplex: torch.Tensor,
+        timesteps: torch.Tensor,
+        span_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        previous_pred: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> MaskedLMOutput:
+        """Predict clean-token logits at the generated positions.
+
+        input_ids (B, L): clean ids (only context positions are read);
+        simplex (n, V): noisy logits x_t at the n positions where span_mask (B, L) is True;
+        timesteps (B,): t / N in [0, 1); previous_pred (n, V): last prediction or None;
+        labels (n,): clean ids at the generated positions.
+        Returns logits (n, V) and, with labels, the mean cross-entropy.
+        """
+        embeds = self.embed_logits(simplex)  # (n, H)
+        mode = self.self_condition
+        if mode is not None:
+            prev = self._previous_embeds(previous_pred, embeds)
+            if mode == "logits_addition":
+                embeds = embeds + prev
+            elif mode == "logits_mean":
+                embeds = (embeds + prev) / 2
+            else:  # logits_with_projection / logits
+                embeds = self.self_condition_proj(torch.cat([embeds, prev.expand_as(embeds)], dim=-1))
+        batch_index = span_mask.nonzero(as_tuple=True)[0]  # (n,): the example of each generated row
+        t_embed = self.timestep_embed(timesteps.to(embeds.dtype).unsqueeze(-1))  # (B, H)
+        embeds = embeds + t_embed[batch_index]
+        clean = self.roberta.embeddings.word_embeddings(input_ids)  # (B, L, H)
+        inputs_embeds = clean.index_put((span_mask,), embeds.to(clean.dtype))  # (B, L, H)
+        hidden = self.roberta(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        logits = self.lm_head(hidden[span_mask])  # (n, V)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels)
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+
+def build_model(config: RobertaConfig, model_name_or_path: str | None = None, cache_dir: str | None = None,
+                **hub_kwargs) -> TessRobertaModel:
+    """Pretrained weights when ``model_name_or_path`` is given, else a fresh model from ``config``."""
+    if model_name_or_path:
+        return TessRobertaModel.from_pretrained(model_name_or_path, config=config, cache_dir=cache_dir,
+                                                **hub_kwargs)
+    return TessRobertaModel(config)

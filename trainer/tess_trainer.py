@@ -1,0 +1,250 @@
+"""The Hugging Face Trainer, taught TESS's loss, sampling at evaluation, and safe saves.
+
+Files this module writes under ``output_dir``::
+
+    checkpoint-N/checkpoint-complete.json   after every rank finished writing checkpoint-N (rank 0)
+    loss_log.jsonl                          {"step": N, "loss": x} for every optimizer step (rank 0)
+    samples/step-N.txt                      generated validation lines at each evaluation (rank 0)
+
+All training randomness (timesteps, noise, the self-conditioning coin, dropout) comes
+from torch's global generators, whose state every checkpoint saves and a resume
+restores: a resumed run repeats an uninterrupted one step for step. Evaluation uses
+its own generators, seeded the same at every evaluation, so eval losses are
+comparable across steps and evaluating never shifts the training stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from transformers import Trainer, TrainerCallback
+
+from syncd.checkpoints import write_checkpoint_marker
+
+from .args import DiffusionArguments
+from .sampling import SamplingOptions, entity_exact_match, generate
+from .schedule import cosine_alpha_bars, scaled_timesteps
+from .simplex import noisy_simplex
+
+logger = logging.getLogger("tessync.trainer")
+
+LOSS_LOG = "loss_log.jsonl"
+SAMPLES_DIR = "samples"
+SELF_CONDITION_PROBABILITY = 0.5  # TESS: half the batches see their own previous prediction
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _barrier() -> None:
+    if _distributed():
+        dist.barrier()
+
+
+class TessTrainer(Trainer):
+    def __init__(self, *args, diffusion: DiffusionArguments, sample_dataset=None, conditional: str | None = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.diffusion = diffusion
+        self.alpha_bars = cosine_alpha_bars(diffusion.num_diffusion_steps)  # (N,) float64, CPU
+        self.sample_dataset = sample_dataset
+        self.conditional = conditional
+        self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean; let Trainer scale for accumulation
+        self.step_losses: list[torch.Tensor] = []
+        self._eval_generators: tuple[torch.Generator, torch.Generator] | None = None
+
+    # ---- the TESS loss ------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ids = inputs["input_ids"]  # (B, L)
+        span_mask = inputs["span_mask"].bool()  # (B, L): positions to generate
+        attention_mask = inputs.get("attention_mask")
+        cpu_gen, dev_gen = self._eval_generators if not model.training and self._eval_generators else (None, None)
+        vocab = self.model.config.vocab_size
+        n_steps = self.diffusion.num_diffusion_steps
+        t = torch.randint(0, n_steps, (ids.shape[0],), generator=cpu_gen)  # (B,), drawn on CPU: no device sync
+        batch_index = span_mask.nonzero(as_tuple=True)[0]  # (n,)
+        alpha = self.alpha_bars[t].to(ids.device)[batch_index]  # (n,)
+        labels = ids[span_mask]  # (n,)
+        x_t = noisy_simplex(labels, alpha, vocab, self.diffusion.simplex_value, generator=dev_gen)  # (n, V)
+        timesteps = scaled_timesteps(t, n_steps).to(ids.device)  # (B,)
+        common = dict(input_ids=ids, simplex=x_t, timesteps=timesteps, span_mask=span_mask,
+                      attention_mask=attention_mask)
+        previous = None
+        if self.diffusion.self_condition is not None:
+            coin = torch.rand((), generator=cpu_gen)  # torch's CPU generator: checkpointed with the run
+            if coin.item() < SELF_CONDITION_PROBABILITY:
+                with torch.no_grad():
+                    previous = model(**common).logits  # (n, V)
+        outputs = model(**common, previous_pred=previous, labels=labels)
+        loss = outputs.loss
+        if model.training:
+            self.step_losses.append(loss.detach())
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ---- evaluation: loss on fixed noise, then a handful of samples ---------------
+
+    def _make_eval_generators(self) -> tuple[torch.Generator, torch.Generator]:
+        cpu = torch.Generator().manual_seed(self.args.seed)
+        device = self.args.device
+        dev = cpu if device.type == "cpu" else torch.Generator(device=device).manual_seed(self.args.seed)
+        return cpu, dev
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        self._eval_generators = self._make_eval_generators()
+        try:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                             metric_key_prefix)
+        finally:
+            self._eval_generators = None
+        if self.sample_dataset is not None and len(self.sample_dataset) and self.is_world_process_zero():
+            output.metrics.update(self.write_samples(metric_key_prefix))
+        return output
+
+    def write_samples(self, prefix: str = "eval") -> dict[str, float]:
+        """Generate the sample lines, write samples/step-N.txt, and score entities for kg_quad."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        d = self.diffusion
+        options = SamplingOptions(d.simplex_value, d.num_inference_diffusion_steps, d.temperature, d.top_p,
+                                  d.sampling_type == "sample")
+        batch = self.data_collator([self.sample_dataset[i] for i in range(len(self.sample_dataset))])
+        batch = {k: v.to(self.args.device) for k, v in batch.items()}
+        generator = self._make_eval_generators()[1]
+        predicted = generate(model, batch["input_ids"], batch["span_mask"], batch["attention_mask"], options,
+                             generator)
+        model.train(was_training)
+        metrics = {}
+        if self.conditional == "kg_quad":
+            right, total = entity_exact_match(predicted.cpu(), batch["input_ids"].cpu(), batch["span_mask"].cpu())
+            metrics[f"{prefix}_entity_exact_match"] = right / max(total, 1)
+        self._write_sample_file(predicted, batch, metrics)
+        return metrics
+
+    def _write_sample_file(self, predicted, batch, metrics) -> None:
+        tok = self.processing_class
+        folder = Path(self.args.output_dir) / SAMPLES_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [f"# step {self.state.global_step}; " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())]
+        for i in range(predicted.shape[0]):
+            keep = batch["attention_mask"][i].bool()
+            ref = batch["input_ids"][i][keep]
+            mask = batch["span_mask"][i][keep]
+            context = ref.masked_fill(mask, tok.mask_token_id) if tok.mask_token_id is not None else ref
+            lines += [f"context:   {tok.decode(context, skip_special_tokens=False)!r}",
+                      f"generated: {tok.decode(predicted[i][keep], skip_special_tokens=True)!r}",
+                      f"reference: {tok.decode(ref, skip_special_tokens=True)!r}", ""]
+        path = folder / f"step-{self.state.global_step}.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        logger.info("samples at step %d written to %s %s", self.state.global_step, path, metrics or "")
+
+
+class TimeSaveCallback(TrainerCallback):
+    """Ask for a full checkpoint once ``interval_seconds`` of wall time passed since the last save.
+
+    Ranks agree through rank 0's clock (a one-number broadcast), since a save is a
+    collective: one rank saving alone would hang the others.
+    """
+
+    def __init__(self, interval_seconds: float):
+        self.interval_seconds = interval_seconds
+        self.last_save = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        due = time.monotonic() - self.last_save >= self.interval_seconds
+        if _distributed():
+            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+            flag = torch.tensor([int(due)], device=device)
+            dist.broadcast(flag, src=0)
+            due = bool(flag.item())
+        if due and not control.should_save:
+            control.should_save = True
+            logger.info("time-based save at step %d (%.0f s since the last save)", state.global_step,
+                        time.monotonic() - self.last_save)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+
+
+class CompletionMarkerCallback(TrainerCallback):
+    """After every rank has written checkpoint-N, rank 0 writes its completion marker."""
+
+    def on_save(self, args, state, control, **kwargs):
+        _barrier()
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and ckpt.is_dir():
+            write_checkpoint_marker(ckpt, state.global_step)
+            logger.info("checkpoint %s complete", ckpt)
+        _barrier()  # nobody moves on (or rotates it away) before the marker exists
+
+
+class LossLogCallback(TrainerCallback):
+    """One JSON line per optimizer step with its exact loss (rank 0's), for humans and tests.
+
+    Losses stay on the device until a log, save, eval or the end, so there is no
+    per-step host sync on a GPU.
+    """
+
+    def __init__(self, trainer: TessTrainer, path: Path):
+        self.trainer = trainer
+        self.path = path
+        self.pending: list[tuple[int, torch.Tensor]] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        losses = self.trainer.step_losses
+        if losses:
+            self.pending.append((state.global_step, torch.stack(losses).mean()))
+            losses.clear()
+        if control.should_log or control.should_save or control.should_evaluate or control.should_training_stop:
+            self.flush(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.flush(state)
+
+    def flush(self, state) -> None:
+        if not self.pending:
+            return
+        values = torch.stack([v for _, v in self.pending]).float().cpu().tolist()
+        if state.is_world_process_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                for (step, _), value in zip(self.pending, values):
+                    f.write(json.dumps({"step": step, "loss": value}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        self.pending.clear()
+
+
+def truncate_loss_log(path: Path, last_step: int) -> None:
+    """Drop lines after ``last_step``: a resumed run rewrites them, so the log stays one history."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line from a killed run
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    os.replace(tmp, path)
