@@ -110,7 +110,10 @@ class _HashingUpload:
     """Upload source for googleapiclient: bytes of one chunk at a time, hashed once each.
 
     ``getbytes`` (not a stream) means each chunk is a ``bytes`` body, so a 401 retry
-    inside oauth2client or a re-send after a probe never needs a rewind.
+    inside oauth2client or a re-send after a probe never needs a rewind. A chunk is
+    hashed on a helper thread while it is being sent (hashlib releases the GIL), so
+    md5 + sha256 cost no upload time; the next chunk waits for that hash first, which
+    keeps the hash in file order and at most one chunk in memory.
     """
 
     def __new__(cls, *args: Any, **kwargs: Any):  # built lazily: googleapiclient is heavy
@@ -123,11 +126,18 @@ class _HashingUpload:
                 self.hasher = Hasher()
                 self._before_read = before_read
                 self._progress = progress
+                self._pending: threading.Thread | None = None
 
             def has_stream(self) -> bool:
                 return False
 
+            def wait(self) -> None:
+                if self._pending is not None:
+                    self._pending.join()
+                    self._pending = None
+
             def _hash_to(self, pos: int) -> None:
+                self.wait()
                 while self.hasher.size < pos:
                     self._fd.seek(self.hasher.size)
                     block = self._fd.read(min(CHUNK_BYTES, pos - self.hasher.size))
@@ -144,7 +154,10 @@ class _HashingUpload:
                 data = self._fd.read(length)
                 new = begin + len(data) - self.hasher.size
                 if new > 0:
-                    self.hasher.update(memoryview(data)[len(data) - new:])
+                    view = memoryview(data)[len(data) - new:]
+                    self._pending = threading.Thread(target=self.hasher.update, args=(view,),
+                                                     name="syncd-gdrive-hash", daemon=True)
+                    self._pending.start()
                     if self._progress:
                         self._progress(new)
                 return data
@@ -642,14 +655,11 @@ class GDriveRemote:
 
     def _upload(self, dest: str, parent: str, title: str, fh: BinaryIO,
                 ident: dict[str, Any] | None, progress: Progress | None) -> Digest:
-        from googleapiclient.errors import HttpError
-
         op = f"upload {dest}"
         self._fresh_token()
         uri = self._sessions.load(dest, ident) if ident else None
         body = {"title": title, "mimeType": BINARY_MIME, "parents": [{"id": parent}]}
-        while True:  # once more from byte 0 only if Drive forgot the session
-            media = None
+        for _ in range(3):  # once more from byte 0 only if Drive forgot the session
             saved = [uri is not None]
 
             def persist() -> None:
@@ -664,31 +674,17 @@ class GDriveRemote:
                 req.resumable_uri = uri
                 req._in_error_state = True  # googleapiclient: ask Drive how far it got first
                 log.info("%s: resuming its upload session", op)
-            attempt, last_progress, result, restart = 0, -1, None, False
-            while result is None:
-                try:
-                    _, result = req.next_chunk(http=self._http())
-                except HttpError as e:
-                    if req.resumable_uri and e.resp.status in (404, 410):
-                        log.info("%s: Drive no longer knows the upload session; starting over", op)
-                        restart = True
-                        break
-                    self._retry_or_raise(op, e, attempt)
-                    attempt += 1
-                except Exception as e:  # sorted by _retry_or_raise
-                    if isinstance(e, (KeyError, TypeError)):
-                        raise
-                    self._retry_or_raise(op, e, attempt)
-                    attempt += 1
-                else:
-                    if req.resumable_progress > last_progress:  # moving again: reset the backoff
-                        last_progress, attempt = req.resumable_progress, 0
-            if restart:
-                if ident:
-                    self._sessions.clear(dest)
-                uri = None
-                continue
-            break
+            try:
+                result = self._send_all(op, req)
+            finally:
+                media.wait()  # the hash thread never outlives the upload
+            if result is not None:
+                break
+            if ident:  # Drive forgot the session
+                self._sessions.clear(dest)
+            uri = None
+        else:
+            raise RemoteError(f"{op}: Drive keeps dropping the upload session")
         digest = media.digest()
         if ident:
             self._sessions.clear(dest)
@@ -712,6 +708,30 @@ class GDriveRemote:
         with self._lock:
             self._gone |= stale
         return digest
+
+    def _send_all(self, op: str, req: Any) -> dict[str, Any] | None:
+        """Chunks until Drive answers with the file; None when the session is gone (404/410)."""
+        from googleapiclient.errors import HttpError
+
+        attempt, last_progress = 0, -1
+        while True:
+            try:
+                _, result = req.next_chunk(http=self._http())
+            except HttpError as e:
+                if req.resumable_uri and e.resp.status in (404, 410):
+                    log.info("%s: Drive no longer knows the upload session; starting over", op)
+                    return None
+                self._retry_or_raise(op, e, attempt)
+                attempt += 1
+                continue
+            except Exception as e:  # transport errors retry; the rest re-raise in there
+                self._retry_or_raise(op, e, attempt)
+                attempt += 1
+                continue
+            if result is not None:
+                return result
+            if req.resumable_progress > last_progress:  # moving again: reset the backoff
+                last_progress, attempt = req.resumable_progress, 0
 
     def _remove(self, op: str, fid: str) -> None:
         from googleapiclient.errors import HttpError

@@ -68,6 +68,13 @@ class Item:
     drive_id: str | None = None
     created: str = field(default_factory=_now_iso)
     modified: str = field(default_factory=_now_iso)
+    size: int = -1  # given when the bytes themselves were not kept
+    md5: str = ""
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.data)
+            self.md5 = hashlib.md5(self.data).hexdigest()
 
     @property
     def is_folder(self) -> bool:
@@ -85,8 +92,8 @@ class Item:
             "modifiedDate": self.modified,
         }
         if not self.is_folder:
-            m["fileSize"] = str(len(self.data))
-            m["md5Checksum"] = hashlib.md5(self.data).hexdigest()
+            m["fileSize"] = str(self.size)
+            m["md5Checksum"] = self.md5
         if self.drive_id:
             m["driveId"] = self.drive_id
             m["teamDriveId"] = self.drive_id
@@ -99,9 +106,17 @@ class Session:
     meta: dict[str, Any]
     total: int
     principal: str
-    buf: bytearray = field(default_factory=bytearray)
+    buf: bytearray | None = field(default_factory=bytearray)  # None: count and hash only
+    n: int = 0
+    md5: Any = field(default_factory=hashlib.md5)
     done_id: str | None = None
     expired: bool = False
+
+    def append(self, data: bytes | memoryview) -> None:
+        self.n += len(data)
+        self.md5.update(data)
+        if self.buf is not None:
+            self.buf += data
 
 
 @dataclass
@@ -240,7 +255,8 @@ class _Query:
 class FakeDrive:
     """State plus a threaded HTTP server on 127.0.0.1; use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_content: bool = True) -> None:
+        self.keep_content = keep_content  # False: uploads are counted and hashed, not stored
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
         self.root_id = "root-mydrive"
@@ -418,11 +434,11 @@ class FakeDrive:
 
     def used_bytes(self) -> int:
         with self.lock:
-            return sum(len(i.data) for i in self.items.values() if not i.drive_id)
+            return sum(i.size for i in self.items.values() if not i.drive_id)
 
     def trash_bytes(self) -> int:
         with self.lock:
-            return sum(len(i.data) for i in self.items.values() if i.trashed and not i.drive_id)
+            return sum(i.size for i in self.items.values() if i.trashed and not i.drive_id)
 
     # ------------------------------------------------------------ internals
 
@@ -686,7 +702,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, item.meta(fake.root_id))
         raise HttpFail(400, "badRequest", f"unsupported {self.command} {path}")
 
-    def _new_item(self, meta: dict[str, Any], data: bytes, all_drives: bool) -> Item:
+    def _new_item(self, meta: dict[str, Any], data: bytes, all_drives: bool, size: int = -1, md5: str = "") -> Item:
         fake = self.fake
         parents = [p["id"] for p in meta.get("parents") or [{"id": fake.root_id}]]
         parent_items = [fake._get(p, all_drives) for p in parents]
@@ -695,7 +711,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpFail(409, "duplicate", f"A file already exists with the provided ID ({meta['id']}).")
         item = Item(meta.get("id") or fake.new_id(), meta.get("title") or "Untitled",
                     meta.get("mimeType") or "application/octet-stream", parents, data,
-                    drive_id=parent_items[0].drive_id)
+                    drive_id=parent_items[0].drive_id, size=size, md5=md5)
         fake.items[item.id] = item
         fake._record(item)
         return item
@@ -756,7 +772,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fake.daily_limit_bytes is not None and fake.uploaded_today + total > fake.daily_limit_bytes:
                 raise HttpFail(403, "uploadLimitExceeded")
             sid = fake.new_id("u")
-            fake.sessions[sid] = Session(sid, meta | {"_all_drives": all_drives}, total, principal)
+            fake.sessions[sid] = Session(sid, meta | {"_all_drives": all_drives}, total, principal,
+                                         bytearray() if fake.keep_content else None)
         host, port = self.server.server_address[:2]
         self._send(200, b"", {"Location": f"http://{host}:{port}/upload/drive/v2/files?uploadType=resumable&upload_id={sid}"})
 
@@ -766,10 +783,10 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", self.headers.get("Content-Range", ""))
         with fake.lock:
             s = fake.sessions.get(query.get("upload_id", ""))
-            if s is None or m is None or int(m.group(1)) != len(s.buf):
+            if s is None or m is None or int(m.group(1)) != s.n:
                 return
             keep = len(got) // CHUNK_MULTIPLE * CHUNK_MULTIPLE
-            s.buf += got[:keep]
+            s.append(memoryview(got)[:keep])
             fake.bytes_received += len(got)
 
     def _chunk(self, query: dict[str, str]) -> None:
@@ -802,27 +819,30 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.chunk_offsets.append(first)
                 if last - first + 1 != len(data):
                     raise HttpFail(400, "badRequest", "Content-Range does not match the body")
-                if first > len(s.buf):
-                    raise HttpFail(400, "badRequest", f"chunk starts at {first}, have {len(s.buf)}")
+                if first > s.n:
+                    raise HttpFail(400, "badRequest", f"chunk starts at {first}, have {s.n}")
                 final = last + 1 == s.total
                 if not final and len(data) % CHUNK_MULTIPLE:
                     raise HttpFail(400, "badRequest", "chunk size is not a multiple of 256 KiB")
-                s.buf += data[len(s.buf) - first:]  # overlap with what we have is ignored
+                s.append(memoryview(data)[s.n - first:])  # overlap with what we have is ignored
             else:
-                fake.chunk_offsets.append(len(s.buf))
-                s.buf += data
+                fake.chunk_offsets.append(s.n)
+                s.append(data)
             if fake.daily_limit_bytes is not None:
                 fake.uploaded_today += len(data)
-            if len(s.buf) > s.total:
+            if s.n > s.total:
                 raise HttpFail(400, "badRequest", "more bytes than announced")
-            if len(s.buf) < s.total:
-                hdr = {"Range": f"bytes=0-{len(s.buf) - 1}"} if s.buf else {}
+            if s.n < s.total:
+                hdr = {"Range": f"bytes=0-{s.n - 1}"} if s.n else {}
                 return self._send(308, b"", hdr)
             meta = {k: v for k, v in s.meta.items() if not k.startswith("_")}
-            if fake.corrupt_next_upload and s.buf:
-                fake.corrupt_next_upload = False
-                s.buf[0] ^= 0xFF
-            item = self._new_item(meta, bytes(s.buf), s.meta["_all_drives"])
+            if s.buf is None:
+                item = self._new_item(meta, b"", s.meta["_all_drives"], size=s.n, md5=s.md5.hexdigest())
+            else:
+                if fake.corrupt_next_upload and s.buf:
+                    fake.corrupt_next_upload = False
+                    s.buf[0] ^= 0xFF
+                item = self._new_item(meta, bytes(s.buf), s.meta["_all_drives"])
             s.done_id = item.id
             s.buf = bytearray()
         self._send(200, item.meta(fake.root_id))
@@ -831,7 +851,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Park this request while a test kills the client; True: drop it afterwards."""
         fake = self.fake
         limit = fake._hold_after
-        if limit is None or len(s.buf) < limit:
+        if limit is None or s.n < limit:
             return False
         fake.held.set()
         fake._release.wait(30)
