@@ -144,8 +144,6 @@ class _HashingUpload:
                     if not block:
                         raise RemoteError("source file shrank during upload")
                     self.hasher.update(block)
-                    if self._progress:
-                        self._progress(len(block))
 
             def getbytes(self, begin: int, length: int) -> bytes:
                 self._before_read()
@@ -456,8 +454,15 @@ class GDriveRemote:
             q += f" and mimeType = {_q_str(FOLDER_MIME)}"
         return self._list(f"list {title or folder_id}", q)
 
-    def _child_folder(self, parent_id: str, title: str, create: bool) -> str | None:
+    def _not_moved(self, metas: list[dict[str, Any]], rel: str) -> list[dict[str, Any]]:
+        """Drop listed items that we moved or renamed away from ``rel`` (the listing lags)."""
+        with self._lock:
+            return [m for m in metas if self._where.get(m["id"], rel) == rel]
+
+    def _child_folder(self, parent_id: str, title: str, create: bool, rel: str | None = None) -> str | None:
         found = self._children(parent_id, title, folders_only=True)
+        if rel is not None:
+            found = self._not_moved(found, rel)
         if found:  # twins (made by another client): the oldest, the same choice every time
             return min(found, key=lambda m: (m.get("createdDate", ""), m["id"]))["id"]
         if not create:
@@ -499,7 +504,7 @@ class GDriveRemote:
                 with self._lock:
                     known = self._dirs.get(walked)
                 if known is None:
-                    known = self._child_folder(cur, part, create)
+                    known = self._child_folder(cur, part, create, walked)
                     if known is None:
                         return None
                     self._remember_dir(walked, known)
@@ -624,7 +629,7 @@ class GDriveRemote:
         parent = self._folder_id(head, create=False)
         if parent is None or not title:
             return None
-        cands = [m for m in self._children(parent, title) if self._is_file(m)]
+        cands = [m for m in self._not_moved(self._children(parent, title), rel) if self._is_file(m)]
         return self._pick(rel, cands) if cands else None
 
     def stat(self, path: str) -> RemoteFile | None:

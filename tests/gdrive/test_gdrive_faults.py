@@ -106,6 +106,17 @@ def test_listing_lag_never_hides_our_own_writes(remote, drive, tmp_path):
         assert fh.read() == data
     remote.write_bytes("run/checkpoint-1/syncd-manifest.json", b'{"v": 2}')  # overwrite under lag
     assert remote.open_read("run/checkpoint-1/syncd-manifest.json").read() == b'{"v": 2}'
+    # commit over an older copy, as the uploader does for the final model, all under lag
+    remote.write_bytes("run/final.partial/m", b"new")
+    remote.rename_dir("run/checkpoint-1", "run/final")
+    drive.settle()  # listings now show "final"; the renames below they will not see
+    remote.rename_dir("run/final", "run/final.old")
+    remote.rename_dir("run/final.partial", "run/final")
+    assert remote.list_dirs("run") == ["final", "final.old"]
+    assert remote.open_read("run/final/m").read() == b"new"
+    assert remote.stat("run/final.old/model.bin").size == CHUNK + 1
+    remote.delete("run/final.old")
+    remote.rename_dir("run/final", "run/checkpoint-1")
     remote.delete("run/checkpoint-1")
     assert remote.list_dirs("run") == []
     assert remote.stat("run/checkpoint-1/model.bin") is None
