@@ -369,6 +369,11 @@ class FakeDrive:
         with self.lock:
             self.faults.append(Fault(kind, "drop", times, after_bytes=after_bytes))
 
+    def lose_response(self, kind: str, times: int | None = 1) -> None:
+        """Do the work, then close the connection instead of answering."""
+        with self.lock:
+            self.faults.append(Fault(kind, "lose", times))
+
     def stall(self, kind: str, seconds: float, times: int | None = 1) -> None:
         """Sleep before answering (client timeouts)."""
         with self.lock:
@@ -512,6 +517,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes | dict | None = None, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
+        if getattr(self, "_lose", False):
+            self._lose = False
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.send_response(status)
         if isinstance(body, dict):
             self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -565,6 +575,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
+            elif fault.action == "lose":
+                self._lose = True
             elif fault.action == "expire":
                 with fake.lock:
                     fake.tokens.clear()
@@ -804,10 +816,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         data = self._body()
         with fake.lock:
-            if s.done_id is not None:
-                if cr.startswith("bytes */"):
-                    return self._send(200, fake.items[s.done_id].meta(fake.root_id))
-                raise HttpFail(400, "badRequest", "upload already complete")
+            if s.done_id is not None:  # a probe or a re-sent last chunk: the file, again
+                return self._send(200, fake.items[s.done_id].meta(fake.root_id))
             fake.bytes_received += len(data)
             if cr.startswith("bytes */"):  # status probe, or the end of an empty file
                 pass

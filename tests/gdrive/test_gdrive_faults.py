@@ -72,6 +72,44 @@ def test_drop_keeps_partial_bytes_and_the_client_resends_from_the_acknowledged_o
     assert 3 * CHUNK in drive.chunk_offsets
 
 
+@pytest.mark.parametrize("kind", ["create", "chunk", "upload_start", "patch", "delete"])
+def test_lost_responses_do_not_duplicate_anything(remote, drive, tmp_path, kind):
+    src, data = _src(tmp_path)
+    remote.write_bytes("run/c.partial/old", b"o")
+    drive.lose_response(kind, times=2)  # twice: httplib2 re-sends once by itself
+    remote.put_file(src, "run/c.partial/sub/f.bin")
+    remote.rename_dir("run/c.partial", "run/c")
+    remote.delete("run/c/old")
+    run = drive.find("backups/run")
+    assert [i.title for i in drive.children(run.id)] == ["c"]
+    assert [i.title for i in drive.children(drive.find("backups/run/c").id)] == ["sub"]
+    assert len(drive.children(drive.find("backups/run/c/sub").id, "f.bin")) == 1
+    assert _stored(drive, "backups/run/c/sub/f.bin") == data
+    assert all(f.times == 0 for f in drive.faults)
+
+
+def test_cancelling_through_progress_leaves_a_resumable_session(remote, drive, tmp_path):
+    src, data = _src(tmp_path)
+
+    class Stop(Exception):
+        pass
+
+    sent = []
+
+    def progress(n):
+        sent.append(n)
+        if sum(sent) > 2 * CHUNK:
+            raise Stop
+
+    with pytest.raises(Stop):
+        remote.put_file(src, "run/f.bin", progress)
+    assert len(list((tmp_path / "state").glob("*.json"))) == 1
+    received = drive.bytes_received
+    remote.put_file(src, "run/f.bin")
+    assert _stored(drive, "backups/run/f.bin") == data
+    assert drive.bytes_received - received == len(data) - 2 * CHUNK
+
+
 def test_token_expiring_mid_upload_is_refreshed(remote, drive, tmp_path):
     src, data = _src(tmp_path)
     remote.put_file(src, "run/warm.bin")  # the token is fresh now
