@@ -106,6 +106,14 @@ def _split(rel: str) -> tuple[str, str]:
     return head, tail
 
 
+def _close_http(h: Any) -> None:
+    for conn in list(getattr(h, "connections", {}).values()):
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
 class _HashingUpload:
     """Upload source for googleapiclient: bytes of one chunk at a time, hashed once each.
 
@@ -284,7 +292,7 @@ class GDriveRemote:
         self._lock = threading.RLock()  # caches below
         self._mkdir_lock = threading.Lock()  # one folder walk at a time: no twin folders
         self._local = threading.local()
-        self._https: list[Any] = []
+        self._https: list[tuple[threading.Thread, Any]] = []
         # What this process wrote or resolved: path relative to the URL folder -> id.
         self._dirs: dict[str, str] = {}
         self._files: dict[str, RemoteFile] = {}
@@ -327,13 +335,21 @@ class GDriveRemote:
     # ------------------------------------------------------------ plumbing
 
     def _http(self) -> Any:
-        """An authorised httplib2.Http for this thread (they are not thread-safe)."""
+        """An authorised httplib2.Http for this thread (they are not thread-safe).
+
+        Upload pools come and go, so connections of threads that have ended are closed
+        here rather than left open for the life of the daemon.
+        """
         h = getattr(self._local, "http", None)
         if h is None:
             h = self._gauth.Get_Http_Object()
             self._local.http = h
             with self._lock:
-                self._https.append(h)
+                dead = [(t, old) for t, old in self._https if not t.is_alive()]
+                self._https = [(t, old) for t, old in self._https if t.is_alive()]
+                self._https.append((threading.current_thread(), h))
+            for _, old in dead:
+                _close_http(old)
         return h
 
     def _exec(self, op: str, request: Any) -> Any:
@@ -824,9 +840,5 @@ class GDriveRemote:
         self._closing.set()
         with self._lock:
             https, self._https = self._https, []
-        for h in https:
-            for conn in list(getattr(h, "connections", {}).values()):
-                try:
-                    conn.close()
-                except OSError:
-                    pass
+        for _, h in https:
+            _close_http(h)

@@ -166,3 +166,23 @@ def test_from_config(drive, creds, tmp_path):
         assert drive.find("b/k").data == b"v"
     finally:
         r.close()
+
+
+def test_connections_of_finished_threads_are_closed(remote, drive):
+    import threading
+    import time
+
+    remote.write_bytes("warm", b"")
+    for i in range(6):  # upload pools come and go over a daemon's life
+        t = threading.Thread(target=remote.write_bytes, args=(f"t{i}", b"x"))
+        t.start()
+        t.join()
+    deadline = time.monotonic() + 5
+    while len(drive._conns) > 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(drive._conns) <= 3
+    remote.close()
+    deadline = time.monotonic() + 5
+    while drive._conns and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not drive._conns
