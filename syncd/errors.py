@@ -55,3 +55,11 @@ class LockedError(SyncdError):
 
 class QuotaError(RemoteError):
     """The remote is out of space or has hit a usage limit."""
+
+
+class Cancelled(BaseException):  # noqa: N818 - a signal, not a failure
+    """Raised inside a transfer to abandon it (shutdown, or the work became moot).
+
+    A BaseException so that a backend's broad ``except Exception`` cannot turn it
+    into a RemoteError and retry.
+    """

@@ -1,0 +1,402 @@
+"""The ``syncd`` command line. See ``syncd --help`` and DESIGN.md's command table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import api
+from .checkpoints import inspect_final, scan_local
+from .config import KEYS, SyncConfig, load_config, parse_overrides, read_config_file
+from .errors import ConfigError, IntegrityError, SyncdError
+from .fsutil import read_json
+from .locking import running_pid
+from .remote_state import RemoteIndex
+from .remotes import open_remote
+from .remotes.base import hash_stream, join
+
+log = logging.getLogger("syncd")
+
+START_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 120.0
+
+
+def _human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _load(args: argparse.Namespace) -> SyncConfig:
+    data = read_config_file(args.config)
+    overrides = parse_overrides(args.overrides)
+    for key in overrides:
+        if key not in KEYS and key not in data:
+            raise ConfigError(f"unknown option --{key}: not a syncd key nor a key of {args.config}")
+    return load_config(args.config, overrides)
+
+
+def _setup_logging(level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("watchdog").setLevel(logging.WARNING)
+    for noisy in ("googleapiclient", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- run / start / stop -----------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon  # keeps `syncd status` free of watchdog and APScheduler imports
+
+    cfg = _load(args)
+    daemon = Daemon(cfg, poll=args.poll)
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+        daemon._stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with daemon:
+        while not daemon.wait(1.0):
+            pass
+    if stop["signal"]:
+        log.info("stopped by %s", signal.Signals(stop["signal"]).name)
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    pid = running_pid(cfg.state_dir)
+    if pid is not None:
+        raise SyncdError(f"syncd is already running for {cfg.output_dir} (pid {pid})")
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = cfg.state_dir / "syncd.log"
+    cmd = [sys.executable, "-m", "syncd", "run", str(Path(args.config).resolve()), *args.overrides]
+    if args.poll:
+        cmd.append("--poll")
+    # Relative paths in the config resolve against the caller's directory: keep it.
+    with open(log_path, "ab") as logf, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(cmd, stdin=devnull, stdout=logf, stderr=logf, start_new_session=True,
+                                cwd=os.getcwd())
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            last = _last_error_line(log_path)
+            raise SyncdError(f"syncd failed to start: {last} (log: {log_path})")
+        status = read_json(cfg.state_dir / "status.json", default={}) or {}
+        if running_pid(cfg.state_dir) == proc.pid and status.get("pid") == proc.pid:
+            print(f"syncd started (pid {proc.pid}); log: {log_path}")
+            return 0
+        time.sleep(0.1)
+    raise SyncdError(f"syncd did not report ready within {START_TIMEOUT_SECONDS:.0f}s (log: {log_path})")
+
+
+def _last_error_line(log_path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    for ln in reversed(lines):
+        if "syncd: error:" in ln or "ERROR" in ln:
+            return ln.split("syncd: error:", 1)[-1].strip()
+    return lines[-1] if lines else "no log"
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    pid = running_pid(cfg.state_dir)
+    if pid is None:
+        print(f"syncd is not running for {cfg.output_dir}")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if running_pid(cfg.state_dir) is None:
+            print(f"syncd stopped (pid {pid})")
+            return 0
+        time.sleep(0.1)
+    raise SyncdError(f"syncd (pid {pid}) did not stop within {args.timeout:.0f}s")
+
+
+# -- status / list ----------------------------------------------------------
+def _gather(cfg: SyncConfig) -> dict:
+    """Everything status shows, as plain data (the --json output)."""
+    now = time.time()
+    pid = running_pid(cfg.state_dir)
+    daemon = read_json(cfg.state_dir / "status.json", default={}) or {}
+    rows: dict[str, dict] = {}
+    local = scan_local(cfg.output_dir, cfg.settle_seconds)
+    final = inspect_final(cfg.output_dir, cfg.settle_seconds)
+    for c in local + ([final] if final else []):
+        rows[c.name] = {
+            "name": c.name, "step": None if c.is_final else c.step,
+            "local": "complete" if c.complete else f"incomplete ({c.reason})",
+            "local_bytes": c.size_bytes, "age_seconds": now - c.newest_mtime if c.files else None,
+            "remote": None, "remote_bytes": None,
+        }
+    remote_error = None
+    quota = None
+    if cfg.remote_url:
+        try:
+            remote = open_remote(cfg)
+            try:
+                for e in RemoteIndex(remote, cfg.run_name).scan():
+                    row = rows.setdefault(e.base, {"name": e.base, "step": e.step, "local": None,
+                                                   "local_bytes": None, "age_seconds": None,
+                                                   "remote": None, "remote_bytes": None})
+                    if e.committed:
+                        row["remote"], row["remote_bytes"] = "committed", e.manifest.size_bytes
+                    elif row["remote"] != "committed":
+                        row["remote"] = "partial" if e.partial else ("invalid" if e.error else "uncommitted")
+                if remote.capabilities.quota:
+                    q = remote.quota()
+                    if q is not None:
+                        quota = {"limit_bytes": q.limit_bytes, "used_bytes": q.used_bytes,
+                                 "trash_bytes": q.trash_bytes, "free_bytes": q.free_bytes}
+            finally:
+                remote.close()
+        except SyncdError as e:
+            remote_error = str(e)
+    current = daemon.get("current") if pid else None
+    for name in daemon.get("queue", []) if pid else []:
+        if name in rows and rows[name]["remote"] != "committed":
+            rows[name]["remote"] = "queued"
+    if current and current.get("name") in rows:
+        rows[current["name"]]["remote"] = (
+            f"uploading {_human_bytes(current.get('bytes_done'))}/{_human_bytes(current.get('bytes_total'))}")
+    try:
+        import shutil
+
+        du = shutil.disk_usage(cfg.output_dir if cfg.output_dir.exists() else cfg.output_dir.parent)
+        disk = {"free_bytes": du.free, "total_bytes": du.total}
+    except OSError:
+        disk = None
+    order = sorted(rows.values(), key=lambda r: (r["step"] is None, r["step"] or 0), reverse=True)
+    return {
+        "output_dir": str(cfg.output_dir), "run": cfg.run_name, "remote": cfg.remote_url,
+        "daemon": {"running": pid is not None, "pid": pid, "started": daemon.get("started") if pid else None,
+                   "uploaded_bytes": daemon.get("uploaded_bytes"), "commits": daemon.get("commits"),
+                   "failures": daemon.get("failures")},
+        "last_error": daemon.get("last_error"), "last_error_at": daemon.get("last_error_at"),
+        "remote_error": remote_error, "queue": daemon.get("queue", []) if pid else [],
+        "current": current, "disk": disk, "quota": quota, "checkpoints": order,
+    }
+
+
+def _print_status(s: dict) -> None:
+    d = s["daemon"]
+    print(f"output   {s['output_dir']}")
+    print(f"remote   {s['remote'] or '(none configured)'}  run={s['run']}")
+    print("daemon   " + (f"running (pid {d['pid']}, since {d['started']}, {d['commits'] or 0} commits, "
+                         f"{_human_bytes(d['uploaded_bytes'] or 0)} sent)" if d["running"] else "not running"))
+    if s["disk"]:
+        print(f"disk     {_human_bytes(s['disk']['free_bytes'])} free of {_human_bytes(s['disk']['total_bytes'])}")
+    if s["quota"]:
+        q = s["quota"]
+        print(f"quota    {_human_bytes(q['used_bytes'])} used (trash {_human_bytes(q['trash_bytes'])}), "
+              f"{_human_bytes(q['free_bytes'])} free")
+    if s["remote_error"]:
+        print(f"remote error  {s['remote_error']}")
+    if s["last_error"]:
+        print(f"last error    {s['last_error']} ({s['last_error_at']})")
+    print()
+    header = ("CHECKPOINT", "LOCAL", "REMOTE", "SIZE", "AGE")
+    rows = [(r["name"], r["local"] or "-", r["remote"] or "-",
+             _human_bytes(r["local_bytes"] if r["local_bytes"] is not None else r["remote_bytes"]),
+             _human_age(r["age_seconds"])) for r in s["checkpoints"]]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    if not rows:
+        print("(no checkpoints yet)")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    s = _gather(_load(args))
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        _print_status(s)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if not args.remote:
+        for c in scan_local(cfg.output_dir, cfg.settle_seconds):
+            state = "complete" if c.complete else f"incomplete ({c.reason})"
+            print(f"{c.name}\t{state}\t{_human_bytes(c.size_bytes)}")
+        final = inspect_final(cfg.output_dir, cfg.settle_seconds)
+        if final is not None:
+            print(f"final\t{'complete' if final.complete else 'incomplete'}\t{_human_bytes(final.size_bytes)}")
+        return 0
+    remote = open_remote(cfg)
+    try:
+        entries = RemoteIndex(remote, cfg.run_name).scan()
+    finally:
+        remote.close()
+    for e in sorted(entries, key=lambda e: (e.step is None, e.step or 0)):
+        if e.committed:
+            print(f"{e.name}\tcommitted\t{_human_bytes(e.manifest.size_bytes)}\t{e.manifest.created}")
+        else:
+            print(f"{e.name}\t{'invalid: ' + e.error if e.error and not e.partial else 'uncommitted'}")
+    return 0
+
+
+# -- wait / restore / verify -------------------------------------------------
+def cmd_wait(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if not cfg.remote_url:
+        raise ConfigError("no remote configured: set gdrive_backup_dir in the config")
+    if running_pid(cfg.state_dir) is None:
+        remote = open_remote(cfg)
+        try:
+            left = api.pending(cfg, RemoteIndex(remote, cfg.run_name).scan())
+        finally:
+            remote.close()
+        if left:
+            raise SyncdError(f"syncd is not running for {cfg.output_dir}; {', '.join(left)} will never be committed")
+        print("everything is committed")
+        return 0
+    if api.wait_committed(cfg, args.timeout):
+        print("newest checkpoint committed")
+        return 0
+    print(f"syncd wait: timed out after {args.timeout:g}s", file=sys.stderr)
+    return 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    path = api.restore(cfg, step=args.step, to=Path(args.to) if args.to else None,
+                       progress=not args.quiet and sys.stderr.isatty() or args.progress)
+    print(f"restored {path}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    remote = open_remote(cfg)
+    bad = 0
+    checked = 0
+    try:
+        entries = RemoteIndex(remote, cfg.run_name).scan()
+        for e in sorted(entries, key=lambda e: (e.step is None, e.step or 0)):
+            if e.error and not e.partial:
+                print(f"{e.name}: BAD manifest: {e.error}")
+                bad += 1
+                continue
+            if not e.committed:
+                continue
+            stored = {f.path: f for f in remote.list_files(join(cfg.run_name, e.name))}
+            problems = []
+            for mf in e.manifest.files:
+                rf = stored.get(mf.path)
+                if rf is None:
+                    problems.append(f"{mf.path} missing")
+                elif rf.size != mf.size:
+                    problems.append(f"{mf.path} has {rf.size} bytes, manifest says {mf.size}")
+                elif rf.md5 is not None:
+                    if rf.md5 != mf.md5:
+                        problems.append(f"{mf.path} md5 differs")
+                else:
+                    with remote.open_read(join(cfg.run_name, e.name, mf.path)) as fh:
+                        got = hash_stream(fh)
+                    if got.sha256 != mf.sha256 or got.md5 != mf.md5:
+                        problems.append(f"{mf.path} checksum differs")
+            checked += 1
+            if problems:
+                bad += 1
+                print(f"{e.name}: BAD: " + "; ".join(problems))
+            else:
+                print(f"{e.name}: ok ({len(e.manifest.files)} files, {_human_bytes(e.manifest.size_bytes)})")
+    finally:
+        remote.close()
+    if bad:
+        raise IntegrityError(f"{bad} remote checkpoint(s) failed verification")
+    if not checked:
+        print("no committed checkpoints to verify")
+    return 0
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from .remotes import gdrive_auth
+
+    path = gdrive_auth.run_auth(cfg, Path(args.client_secrets))
+    print(f"saved credentials to {path}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="syncd", description="Mirror training checkpoints to a remote, safely.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("config", help="the training JSON config")
+        sp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("run", cmd_run, "run the daemon in the foreground (logs to stderr)")
+    sp.add_argument("--poll", action="store_true", help="poll the folder instead of using inotify")
+    sp = add("start", cmd_start, "start the daemon detached; pidfile and log in output_dir/.syncd/")
+    sp.add_argument("--poll", action="store_true", help="poll the folder instead of using inotify")
+    sp = add("stop", cmd_stop, "stop the daemon gracefully")
+    sp.add_argument("--timeout", type=float, default=STOP_TIMEOUT_SECONDS, help="seconds to wait")
+    sp = add("status", cmd_status, "local checkpoints, remote commits, queue, last error, disk")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("wait", cmd_wait, "block until the newest complete checkpoint is committed")
+    sp.add_argument("--timeout", type=float, default=600.0, help="seconds; exit 1 when reached")
+    sp = add("list", cmd_list, "what exists locally, or with --remote what is committed")
+    sp.add_argument("--remote", action="store_true", help="list the remote instead")
+    sp = add("restore", cmd_restore, "fetch the newest (or --step N) committed checkpoint, verified")
+    sp.add_argument("--step", type=int, default=None, help="restore this step instead of the newest")
+    sp.add_argument("--to", default=None, help="target folder (default: output_dir)")
+    sp.add_argument("--progress", action="store_true", help="show a progress bar even without a terminal")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    add("verify", cmd_verify, "re-check every committed remote checkpoint against its manifest")
+    sp = add("auth", cmd_auth, "Google Drive: run the OAuth consent flow once and save credentials")
+    sp.add_argument("--client-secrets", required=True, help="OAuth client JSON from Google Cloud console")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    args.overrides = extra
+    quiet_cmds = {"status", "list", "wait"}
+    _setup_logging(logging.DEBUG if args.verbose else
+                   (logging.WARNING if args.command in quiet_cmds else logging.INFO))
+    try:
+        return args.func(args)
+    except SyncdError as e:
+        print(f"syncd: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("syncd: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,526 @@
+"""The daemon: watch, decide, stage, upload, verify, prune.
+
+    output_dir/.syncd/
+      syncd.lock, syncd.pid   one daemon per output folder (locking.py)
+      syncd.log               the detached daemon's log (``syncd start``)
+      status.json             what ``syncd status`` shows; rewritten atomically
+      staging/                hard-linked copies being uploaded (stage.py)
+      state/uploads/          per-checkpoint resume state (upload.py)
+      trash/                  local folders being retired; emptied at start
+
+Threads have one role each: watchdog's emitter and observer only deliver events,
+our handler only sets a flag and schedules a pass; APScheduler's workers run the
+reconcile pass (one at a time) and the disk check; one uploader thread moves
+checkpoints, newest first, with a small pool for the files of one checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from . import policy
+from .checkpoints import (
+    FINAL_NAME,
+    TRAINER_STATE,
+    LocalCheckpoint,
+    inspect_final,
+    scan_local,
+    step_of,
+)
+from .config import SyncConfig
+from .errors import Cancelled, RemoteError, SyncdError
+from .fsutil import atomic_write_json, read_json
+from .locking import DaemonLock
+from .manifest import MANIFEST_NAME, Manifest
+from .remote_state import DELETING, OLD, PARTIAL, RemoteCheckpoint, RemoteIndex
+from .remotes import Remote, open_remote
+from .remotes.base import join
+from .stage import stage, staged_names, unstage
+from .upload import Uploader, UploadJob
+
+log = logging.getLogger("syncd")
+
+POKE_DELAY_SECONDS = 0.2  # coalesces an inotify burst into one pass
+RETRY_MAX_SECONDS = 60.0
+_IGNORED_EVENTS = {"opened", "closed_no_write"}
+
+
+def best_step(local: list[LocalCheckpoint]) -> int | None:
+    """The step of ``best_model_checkpoint`` in the newest readable trainer_state.json."""
+    for ckpt in reversed(local):
+        state = read_json(ckpt.path / TRAINER_STATE, default=None)
+        if isinstance(state, dict):
+            best = state.get("best_model_checkpoint")
+            return step_of(Path(best).name) if isinstance(best, str) else None
+    return None
+
+
+def final_fingerprint(final: LocalCheckpoint) -> list[list]:
+    return [[f.path, f.size, f.mtime] for f in final.files]
+
+
+@dataclass
+class Status:
+    """The daemon's live state, mirrored to status.json for ``syncd status``."""
+
+    pid: int = field(default_factory=os.getpid)
+    started: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    state: str = "starting"
+    remote: str | None = None
+    run: str = ""
+    queue: list[str] = field(default_factory=list)
+    current: dict | None = None
+    last_error: str | None = None
+    last_error_at: str | None = None
+    last_pass_at: str | None = None
+    uploaded_bytes: int = 0
+    commits: int = 0
+    failures: int = 0
+    disk_free_bytes: int | None = None
+    disk_total_bytes: int | None = None
+    quota: dict | None = None
+    committed: list[str] = field(default_factory=list)
+
+
+class _Handler(FileSystemEventHandler):
+    """Only signals: any relevant event asks the daemon for a pass."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _IGNORED_EVENTS:
+            return
+        if os.path.basename(os.fsdecode(event.src_path)) == ".syncd":
+            return
+        self.daemon.poke()
+
+
+class Daemon:
+    """Owns the watcher, the scheduler and the uploader; a context manager."""
+
+    def __init__(self, cfg: SyncConfig, *, poll: bool = False, remote: Remote | None = None) -> None:
+        self.cfg = cfg
+        self.out = cfg.output_dir
+        self.state_dir = cfg.state_dir
+        self.staging = self.state_dir / "staging"
+        self.trash = self.state_dir / "trash"
+        self.poll = poll
+        self.remote = remote
+        self.index: RemoteIndex | None = None
+        self.uploader: Uploader | None = None
+        self.status = Status(remote=cfg.remote_url, run=cfg.run_name)
+        self._lock = DaemonLock(self.state_dir)
+        self._pass_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._poke_pending = False
+        self._stopping = threading.Event()
+        self._queue: list[UploadJob] = []
+        self._queue_cv = threading.Condition(self._state_lock)
+        self._current: UploadJob | None = None
+        self._job_cancel = threading.Event()
+        self._announced: set[str] = set()
+        self._watches: dict[tuple, object] = {}
+        self._handler = _Handler(self)
+        self._status_written = 0.0
+        self.scheduler = BackgroundScheduler(
+            executors={"default": {"type": "threadpool", "max_workers": 3}},
+            job_defaults={"coalesce": True, "misfire_grace_time": None},
+        )
+        self.observer = PollingObserver(timeout=1) if poll else Observer()
+        self._uploader_thread = threading.Thread(target=self._upload_loop, name="syncd-uploader", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------
+    def __enter__(self) -> Daemon:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._lock.acquire()
+        try:
+            self._open_remote()
+            self.staging.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.trash, ignore_errors=True)  # a retire killed half-way
+            self._ensure_watch()
+            self.observer.start()
+            self._uploader_thread.start()
+            interval = self.cfg.interval_seconds
+            now = datetime.now()
+            self.scheduler.add_job(self._reconcile, "interval", seconds=interval, id="reconcile",
+                                   next_run_time=now, max_instances=1)
+            self.scheduler.add_job(self._disk_check, "interval", seconds=max(interval, 1.0), id="disk",
+                                   next_run_time=now, max_instances=1)
+            self.scheduler.start()
+        except BaseException:
+            self._stopping.set()
+            self._lock.release()
+            raise
+        self.status.state = "running"
+        log.info("syncd watching %s%s", self.out,
+                 f", mirroring to {self.cfg.remote_url} as run {self.cfg.run_name}" if self.remote else
+                 " (no remote configured: local retention only)")
+
+    def _open_remote(self) -> None:
+        if self.cfg.remote_url and self.remote is None:
+            self.remote = open_remote(self.cfg)
+        if self.remote is None:
+            return
+        probe = join(self.cfg.run_name, f".syncd-probe-{os.getpid()}")
+        try:
+            self.remote.write_bytes(probe, b"ok\n")
+            self.remote.delete(probe)
+        except RemoteError as e:
+            raise RemoteError(f"remote {self.cfg.remote_url} is not writable: {e}") from None
+        self.index = RemoteIndex(self.remote, self.cfg.run_name)
+        self.uploader = Uploader(self.remote, self.index, self.state_dir, workers=self.cfg.upload_workers,
+                                 bwlimit_mbps=self.cfg.bwlimit_mbps, on_bytes=self._on_bytes)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self._stopping.is_set() and self.status.state == "stopped":
+            return
+        log.info("syncd stopping")
+        self._stopping.set()
+        with self._queue_cv:
+            self._job_cancel.set()
+            self._queue_cv.notify_all()
+        try:
+            self.scheduler.shutdown(wait=True)
+        except Exception:  # noqa: BLE001 - not started
+            pass
+        self.observer.stop()
+        if self._uploader_thread.is_alive():
+            self._uploader_thread.join(timeout)
+        if self.observer.is_alive():
+            self.observer.join(timeout)
+        self.status.state = "stopped"
+        self.status.current = None
+        self._write_status(force=True)
+        if self.remote is not None:
+            self.remote.close()
+        self._lock.release()
+        log.info("syncd stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopping.wait(timeout)
+
+    # -- signals from the watcher -----------------------------------------
+    def poke(self, delay: float = POKE_DELAY_SECONDS) -> None:
+        """Ask for a pass soon; a burst of calls yields one pass."""
+        with self._state_lock:
+            if self._poke_pending or self._stopping.is_set():
+                return
+            self._poke_pending = True
+        try:
+            self.scheduler.add_job(self._reconcile, "date", id=f"poke-{time.monotonic_ns()}",
+                                   run_date=datetime.now() + timedelta(seconds=delay), max_instances=4)
+        except Exception:  # noqa: BLE001 - scheduler shut down under us
+            with self._state_lock:
+                self._poke_pending = False
+
+    def _ensure_watch(self, checkpoint_dirs: list[Path] = ()) -> bool:
+        """Watch output_dir (not recursively) and each checkpoint folder (recursively).
+
+        Until output_dir exists its nearest existing parent is watched instead. Our
+        own ``.syncd/`` and the trainer's logs are never watched, so uploads and
+        status writes do not wake the daemon. Returns True when a watch was added.
+        """
+        target = self.out
+        while not target.is_dir():
+            target = target.parent
+        wanted: dict[tuple, tuple[str, bool]] = {}
+        for path, recursive in [(target, False)] + [(d, True) for d in checkpoint_dirs]:
+            try:
+                wanted[(str(path), path.stat().st_ino)] = (str(path), recursive)
+            except FileNotFoundError:
+                continue
+        added = False
+        for key in set(self._watches) - set(wanted):
+            try:
+                self.observer.unschedule(self._watches.pop(key))
+            except (KeyError, OSError):
+                pass
+        for key in set(wanted) - set(self._watches):
+            path, recursive = wanted[key]
+            try:
+                self._watches[key] = self.observer.schedule(self._handler, path, recursive=recursive)
+                added = True
+            except OSError as e:  # vanished between stat and watch, or out of inotify watches
+                log.debug("cannot watch %s: %s", path, e)
+        return added
+
+    # -- the reconcile pass ------------------------------------------------
+    def _reconcile(self) -> None:
+        with self._state_lock:
+            self._poke_pending = False
+        if self._stopping.is_set():
+            return
+        with self._pass_lock:
+            try:
+                self._pass()
+            except SyncdError as e:
+                self._error(str(e))
+            except Exception:
+                log.exception("bug in the reconcile pass")
+            finally:
+                self._write_status(force=True)
+
+    def _pass(self) -> None:
+        now = time.time()
+        self.status.last_pass_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        local = scan_local(self.out, self.cfg.settle_seconds, now)
+        if self._ensure_watch([c.path for c in local]):
+            self.poke()  # writes that landed before the new watch existed
+        final = inspect_final(self.out, self.cfg.settle_seconds, now)
+        for c in local + ([final] if final else []):
+            if c.complete and c.name not in self._announced:
+                self._announced.add(c.name)
+                log.info("%s: detected complete (%s, %.1f MB)", c.name, c.reason, c.size_bytes / 1e6)
+        by_step = {c.step: c for c in local}
+        views = [policy.View(c.step, c.complete, c.newest_mtime) for c in local]
+
+        entries: list[RemoteCheckpoint] | None = None
+        if self.index is not None:
+            try:
+                entries = self._finish_interrupted_commits(self.index.scan())
+            except RemoteError as e:
+                self._error(f"listing the remote failed: {e}")
+        plan: list[int] | None = None
+        if entries is not None:
+            committed = sorted(e.step for e in entries if e.committed and e.step is not None)
+            self.status.committed = [e.name for e in entries if e.committed]
+            plan = policy.upload_plan(views, committed, self.cfg.backup_keep_last)
+            jobs = []
+            if final is not None and final.complete and not self._final_up_to_date(final, entries):
+                jobs.extend(self._stage_jobs([final]))
+            jobs.extend(self._stage_jobs([by_step[s] for s in plan]))
+            self._set_queue(jobs)
+            self._prune_remote(entries, committed, {j.name for j in jobs})
+
+        staged = set(staged_names(self.staging))
+        protect = {s for s in (plan or []) if f"checkpoint-{s}" not in staged}
+        retire = policy.local_retire(views, self.cfg.save_total_limit, best_step=best_step(local),
+                                     now=now, stale_seconds=self.cfg.stale_seconds, protect=protect)
+        for step in retire:
+            self._retire_local(by_step[step])
+        self._gc_staging()
+
+        # Checkpoints without a marker become complete by time alone: look again then.
+        settling = [c.newest_mtime + self.cfg.settle_seconds for c in local if c.reason == "settling"]
+        if final is not None and final.reason == "settling":
+            settling.append(final.newest_mtime + self.cfg.settle_seconds)
+        if settling:
+            self.poke(delay=max(0.05, min(settling) - time.time() + 0.05))
+
+    def _finish_interrupted_commits(self, entries: list[RemoteCheckpoint]) -> list[RemoteCheckpoint]:
+        """A ``.partial`` holding a valid manifest was committed; only its rename was lost."""
+        names = {e.name for e in entries}
+        out = []
+        for e in entries:
+            if e.partial and e.manifest is not None and e.base not in names and self.remote is not None:
+                src, dst = join(self.cfg.run_name, e.name), join(self.cfg.run_name, e.base)
+                log.info("%s: finishing an interrupted commit", e.base)
+                self.remote.rename_dir(src, dst)
+                e = RemoteCheckpoint(e.base, e.base, e.step, e.manifest)
+            out.append(e)
+        return out
+
+    def _final_up_to_date(self, final: LocalCheckpoint, entries: list[RemoteCheckpoint]) -> bool:
+        remote_final = next((e for e in entries if e.committed and e.is_final), None)
+        if remote_final is None or remote_final.manifest is None:
+            return False
+        record = read_json(self.state_dir / "state" / "final.json", default=None)
+        if isinstance(record, dict) and record.get("fingerprint") == final_fingerprint(final):
+            return True
+        # No record (state lost) or files changed: compare sizes, then contents.
+        mf = {f.path: f for f in remote_final.manifest.files}
+        if {f.path: f.size for f in final.files} != {p: f.size for p, f in mf.items()}:
+            return False
+        from .remotes.base import hash_file
+
+        same = all(hash_file(final.path / f.path).sha256 == mf[f.path].sha256 for f in final.files)
+        if same:
+            self._record_final(final)
+        return same
+
+    def _record_final(self, final: LocalCheckpoint) -> None:
+        atomic_write_json(self.state_dir / "state" / "final.json", {"fingerprint": final_fingerprint(final)})
+
+    def _stage_jobs(self, ckpts: list[LocalCheckpoint]) -> list[UploadJob]:
+        jobs = []
+        for c in ckpts:
+            path = stage(c, self.staging)
+            if path is not None:
+                jobs.append(UploadJob(c.name, None if c.is_final else c.step, path))
+        return jobs
+
+    def _prune_remote(self, entries: list[RemoteCheckpoint], committed: list[int], wanted: set[str]) -> None:
+        assert self.remote is not None
+        run = self.cfg.run_name
+        doomed = set(policy.remote_prune(committed, self.cfg.backup_keep_last))
+        busy = {self._current.name} if self._current else set()
+        for e in entries:
+            if e.committed and e.step in doomed:
+                reason = "pruned (beyond backup_keep_last)"
+            elif e.name.endswith((DELETING, OLD)):
+                reason = "removed (leftover of an interrupted step)"
+            elif not e.committed and e.base not in wanted and e.base not in busy:
+                reason = "removed (uncommitted and no longer wanted)"
+            else:
+                continue
+            path = join(run, e.name)
+            try:
+                if e.committed:
+                    # Un-commit first, atomically, so a half-deleted folder is never taken for a backup.
+                    if self.remote.capabilities.rename:
+                        self.remote.rename_dir(path, path + DELETING)
+                        path += DELETING
+                    else:
+                        self.remote.delete(join(path, MANIFEST_NAME))
+                    self.index.forget(e.name)
+                self.remote.delete(path)
+            except RemoteError as err:
+                self._error(f"{e.name}: remote delete failed: {err}")
+                continue
+            log.info("%s: remote copy %s", e.name, reason)
+
+    def _retire_local(self, ckpt: LocalCheckpoint) -> None:
+        """Rename into trash first, so a killed delete never leaves a half checkpoint in place."""
+        self.trash.mkdir(parents=True, exist_ok=True)
+        dest = self.trash / f"{ckpt.name}.{time.time_ns()}"
+        try:
+            os.rename(ckpt.path, dest)
+        except FileNotFoundError:
+            return  # the trainer's rotation was first
+        except OSError as e:
+            self._error(f"{ckpt.name}: cannot retire: {e.strerror}")
+            return
+        shutil.rmtree(dest, ignore_errors=True)
+        why = "complete" if ckpt.complete else f"incomplete and stale: {ckpt.reason}"
+        log.info("%s: local copy retired (%s)", ckpt.name, why)
+
+    def _gc_staging(self) -> None:
+        with self._state_lock:
+            keep = {j.name for j in self._queue} | ({self._current.name} if self._current else set())
+        for name in staged_names(self.staging):
+            if name.removesuffix(".tmp") not in keep:
+                unstage(self.staging, name.removesuffix(".tmp"))
+                if self.uploader is not None and not name.endswith(".tmp"):
+                    self.uploader.drop_state(name)
+
+    def _disk_check(self) -> None:
+        try:
+            du = shutil.disk_usage(self.out if self.out.exists() else self.out.parent)
+        except OSError:
+            return
+        self.status.disk_free_bytes, self.status.disk_total_bytes = du.free, du.total
+        limit = self.cfg.min_free_gb * 1e9
+        if limit <= 0 or du.free >= limit:
+            return
+        with self._pass_lock:
+            local = scan_local(self.out, self.cfg.settle_seconds)
+            views = [policy.View(c.step, c.complete, c.newest_mtime) for c in local]
+            committed = [step_of(n) for n in self.status.committed if step_of(n) is not None]
+            doomed = policy.disk_pressure_retire(views, committed)
+            log.warning("low disk: %.2f GB free on %s, below syncd_min_free_gb=%g; retiring %s",
+                        du.free / 1e9, self.out, self.cfg.min_free_gb,
+                        ", ".join(f"checkpoint-{s}" for s in doomed) or "nothing (already at the minimum)")
+            for c in local:
+                if c.step in doomed:
+                    self._retire_local(c)
+
+    # -- uploads -----------------------------------------------------------
+    def _set_queue(self, jobs: list[UploadJob]) -> None:
+        with self._queue_cv:
+            self._queue = jobs
+            self.status.queue = [j.name for j in jobs]
+            cur = self._current
+            if cur is not None and cur.name not in self.status.queue:
+                log.info("%s: upload no longer needed; abandoning it", cur.name)
+                self._job_cancel.set()
+            self._queue_cv.notify_all()
+
+    def _on_bytes(self, n: int) -> None:
+        with self._state_lock:
+            self.status.uploaded_bytes += n
+            if self.status.current is not None:
+                self.status.current["bytes_done"] += n
+        self._write_status()
+
+    def _upload_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            with self._queue_cv:
+                while not self._queue and not self._stopping.is_set():
+                    self._queue_cv.wait(1.0)
+                if self._stopping.is_set():
+                    return
+                job = self._queue[0]
+                self._current = job
+                self._job_cancel = threading.Event()
+                cancel = self._job_cancel
+                total = sum(f.stat().st_size for f in job.staged.rglob("*") if f.is_file())
+                self.status.current = {"name": job.name, "bytes_done": 0, "bytes_total": total}
+            assert self.uploader is not None
+            try:
+                manifest = self.uploader.upload(job, cancel)
+            except Cancelled:
+                failures = 0
+            except (SyncdError, OSError) as e:
+                failures += 1
+                self.status.failures += 1
+                self._error(f"{job.name}: upload failed: {e}")
+                self._stopping.wait(min(RETRY_MAX_SECONDS, 2.0 ** failures))
+            else:
+                failures = 0
+                self._committed(job, manifest)
+            finally:
+                with self._queue_cv:
+                    self._current = None
+                    self.status.current = None
+                    self._queue = [j for j in self._queue if j.name != job.name]
+            self.poke(delay=0.0)
+
+    def _committed(self, job: UploadJob, manifest: Manifest) -> None:
+        self.status.commits += 1
+        if job.name == FINAL_NAME:
+            final = inspect_final(self.out, 0.0)
+            if final is not None:
+                self._record_final(final)
+        self.status.last_error = None
+
+    # -- status ------------------------------------------------------------
+    def _error(self, message: str) -> None:
+        log.error("%s", message)
+        self.status.last_error = message
+        self.status.last_error_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def _write_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_written < 1.0:
+            return
+        self._status_written = now
+        with self._state_lock:
+            doc = json.loads(json.dumps(self.status.__dict__))
+        try:
+            atomic_write_json(self.state_dir / "status.json", doc)
+        except OSError as e:
+            log.warning("cannot write status: %s", e)
+
+
+__all__ = ["Daemon", "PARTIAL"]

@@ -1,0 +1,93 @@
+"""One daemon per output folder: an exclusive POSIX lock plus a pidfile.
+
+    output_dir/.syncd/syncd.lock   write-locked (fcntl) for the daemon's lifetime
+    output_dir/.syncd/syncd.pid    the holder's pid, for people; the lock decides
+
+POSIX record locks can be *queried* (F_GETLK) without being taken, so ``status``
+never races a starting daemon for the lock; the kernel drops the lock when the
+holder dies, even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from pathlib import Path
+
+from .errors import LockedError
+
+
+def lock_path(state_dir: Path) -> Path:
+    return state_dir / "syncd.lock"
+
+
+def pid_path(state_dir: Path) -> Path:
+    return state_dir / "syncd.pid"
+
+
+# Closing any descriptor of a file drops this process's POSIX locks on it, so a
+# process never re-opens a lock file it holds: it answers from this set instead.
+_HELD: set[Path] = set()
+
+
+class DaemonLock:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path(self.state_dir), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            pid = read_pid(self.state_dir)
+            who = f" (pid {pid})" if pid else ""
+            raise LockedError(
+                f"another syncd{who} is already running for {self.state_dir.parent}"
+            ) from None
+        self._fd = fd
+        _HELD.add(lock_path(self.state_dir).resolve())
+        pid_path(self.state_dir).write_text(f"{os.getpid()}\n")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if read_pid(self.state_dir) == os.getpid():
+                pid_path(self.state_dir).unlink(missing_ok=True)
+        finally:
+            _HELD.discard(lock_path(self.state_dir).resolve())
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_pid(state_dir: Path) -> int | None:
+    try:
+        return int(pid_path(state_dir).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+# struct flock on Linux (x86-64 and arm64): type, whence, start, len, pid, padding.
+_FLOCK = "hhqqi4x"
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The pid of the daemon holding the lock, or None when no daemon runs."""
+    if lock_path(state_dir).resolve() in _HELD:
+        return os.getpid()
+    try:
+        fd = os.open(lock_path(state_dir), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    finally:
+        os.close(fd)
+    l_type, _whence, _start, _len, pid = struct.unpack(_FLOCK, answer)
+    return None if l_type == fcntl.F_UNLCK else pid

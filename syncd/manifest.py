@@ -1,0 +1,130 @@
+"""``syncd-manifest.json``: the commit record of a remote checkpoint.
+
+    <remote>/<run>/checkpoint-N/
+        <the checkpoint's files>
+        syncd-manifest.json   written last; its presence and validity IS the commit
+
+A manifest read from a remote is untrusted input: it is schema-checked and every
+path must stay inside its checkpoint folder before anything acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+
+from .errors import IntegrityError, UnsafeManifestError
+from .remotes.base import Digest
+
+MANIFEST_NAME = "syncd-manifest.json"
+FORMAT = 1
+_HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    path: str
+    size: int
+    md5: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    run: str
+    name: str  # "checkpoint-N" or "final"
+    step: int | None
+    created: str
+    files: tuple[ManifestFile, ...]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": FORMAT,
+            "run": self.run,
+            "name": self.name,
+            "step": self.step,
+            "created": self.created,
+            "files": [
+                {"path": f.path, "size": f.size, "md5": f.md5, "sha256": f.sha256} for f in self.files
+            ],
+        }
+        return (json.dumps(doc, indent=1) + "\n").encode()
+
+
+def build_manifest(run: str, name: str, step: int | None, digests: Iterable[tuple[str, Digest]]) -> Manifest:
+    files = tuple(
+        ManifestFile(path, d.size, d.md5, d.sha256) for path, d in sorted(digests, key=lambda x: x[0])
+    )
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return Manifest(run, name, step, created, files)
+
+
+def safe_relpath(path: object) -> str:
+    """A relative POSIX path that cannot leave its folder, or UnsafeManifestError."""
+    if not isinstance(path, str) or not path:
+        raise UnsafeManifestError(f"manifest path {path!r} is not a non-empty string")
+    if "\x00" in path or "\\" in path:
+        raise UnsafeManifestError(f"manifest path {path!r} has a forbidden character")
+    p = PurePosixPath(path)
+    if p.is_absolute() or path.startswith("/"):
+        raise UnsafeManifestError(f"manifest path {path!r} is absolute")
+    if any(part in ("..", ".", "") for part in path.split("/")):
+        raise UnsafeManifestError(f"manifest path {path!r} escapes its folder")
+    if path == MANIFEST_NAME:
+        raise UnsafeManifestError(f"manifest lists itself ({path!r})")
+    return path
+
+
+def parse_manifest(data: bytes, *, where: str = "manifest") -> Manifest:
+    """Parse and validate an untrusted manifest; raises IntegrityError on any defect."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"{where} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{where} is not a JSON object")
+    if doc.get("format") != FORMAT:
+        raise IntegrityError(f"{where} has unsupported format {doc.get('format')!r}")
+    files = doc.get("files")
+    if not isinstance(files, list):
+        raise IntegrityError(f"{where} has no file list")
+    step = doc.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise IntegrityError(f"{where} has an invalid step {step!r}")
+    seen: set[str] = set()
+    parsed = []
+    for entry in files:
+        if not isinstance(entry, dict):
+            raise IntegrityError(f"{where} has a file entry that is not an object")
+        path = safe_relpath(entry.get("path"))
+        if path in seen:
+            raise UnsafeManifestError(f"{where} lists {path!r} twice")
+        seen.add(path)
+        size = entry.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise IntegrityError(f"{where} has an invalid size for {path!r}")
+        hashes = {}
+        for algo, pattern in _HEX.items():
+            value = entry.get(algo)
+            if not isinstance(value, str) or not pattern.match(value):
+                raise IntegrityError(f"{where} has an invalid {algo} for {path!r}")
+            hashes[algo] = value
+        parsed.append(ManifestFile(path, size, hashes["md5"], hashes["sha256"]))
+    folders = {str(p) for path in seen for p in PurePosixPath(path).parents if str(p) != "."}
+    clash = folders & seen
+    if clash:  # one name used as a file and as a folder
+        raise UnsafeManifestError(f"{where} uses {sorted(clash)[0]!r} as both file and folder")
+    run = doc.get("run")
+    name = doc.get("name") or (f"checkpoint-{step}" if step is not None else None)
+    if not isinstance(run, str) or not isinstance(name, str):
+        raise IntegrityError(f"{where} lacks run or name")
+    created = doc.get("created") if isinstance(doc.get("created"), str) else ""
+    return Manifest(run, name, step, created, tuple(parsed))

@@ -1,0 +1,120 @@
+"""A plain folder as a remote: a mounted Google Drive, an NFS share, a second disk.
+
+Renames are atomic within one filesystem, so uploads go to ``checkpoint-N.partial``
+and become ``checkpoint-N`` in one step. There is no server-side checksum: the
+uploader verifies by reading the written file back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import RemoteError
+from ..fsutil import atomic_write_bytes, fsync_dir
+from .base import CHUNK_BYTES, Capabilities, Digest, Hasher, Progress, RemoteFile
+
+
+class LocalRemote:
+    capabilities = Capabilities(rename=True, quota=True)
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def _p(self, rel: str) -> Path:
+        return self.root / rel if rel else self.root
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(self._p(prefix)) if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as e:
+            raise RemoteError(f"list {self._p(prefix)}: {e.strerror or e}") from e
+
+    def list_files(self, prefix: str) -> list[RemoteFile]:
+        base = self._p(prefix)
+        out = []
+        try:
+            for dirpath, _dirs, files in os.walk(base):
+                for name in files:
+                    full = Path(dirpath, name)
+                    st = full.lstat()
+                    out.append(RemoteFile(full.relative_to(base).as_posix(), st.st_size))
+        except OSError as e:
+            raise RemoteError(f"list {base}: {e.strerror or e}") from e
+        return sorted(out, key=lambda f: f.path)
+
+    def stat(self, path: str) -> RemoteFile | None:
+        try:
+            st = self._p(path).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise RemoteError(f"stat {path}: {e.strerror or e}") from e
+        return RemoteFile(path, st.st_size)
+
+    def put_file(self, src: Path, dest: str, progress: Progress | None = None) -> Digest:
+        target = self._p(dest)
+        h = Hasher()
+        buf = bytearray(CHUNK_BYTES)
+        view = memoryview(buf)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(src, "rb", buffering=0) as fin, open(target, "wb", buffering=0) as fout:
+                while n := fin.readinto(buf):
+                    chunk = view[:n]
+                    h.update(chunk)
+                    fout.write(chunk)
+                    if progress:
+                        progress(n)
+                os.fsync(fout.fileno())
+        except OSError as e:
+            raise RemoteError(f"upload {dest}: {e.strerror or e}") from e
+        return h.digest()
+
+    def write_bytes(self, dest: str, data: bytes) -> None:
+        try:
+            atomic_write_bytes(self._p(dest), data)
+        except OSError as e:
+            raise RemoteError(f"write {dest}: {e.strerror or e}") from e
+
+    def open_read(self, path: str) -> BinaryIO:
+        try:
+            return open(self._p(path), "rb")
+        except OSError as e:
+            raise RemoteError(f"read {path}: {e.strerror or e}") from e
+
+    def delete(self, prefix: str) -> None:
+        p = self._p(prefix)
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise RemoteError(f"delete {prefix}: {e.strerror or e}") from e
+
+    def rename_dir(self, src: str, dst: str) -> None:
+        try:
+            os.rename(self._p(src), self._p(dst))  # fails rather than merging if dst exists
+            fsync_dir(self._p(dst).parent)
+        except OSError as e:
+            raise RemoteError(f"rename {src} -> {dst}: {e.strerror or e}") from e
+
+    def quota(self):
+        from .base import Quota
+
+        try:
+            du = shutil.disk_usage(self.root if self.root.exists() else self.root.parent)
+        except OSError:
+            return None
+        return Quota(du.total, du.used)
+
+    def close(self) -> None:
+        pass

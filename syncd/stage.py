@@ -1,0 +1,74 @@
+"""Staging: freeze a complete checkpoint's files before uploading them.
+
+    output_dir/.syncd/staging/
+      checkpoint-500/        hard links to output_dir/checkpoint-500/*
+      checkpoint-500.tmp/    being built; never uploaded
+      final/                 hard links to the final model's top-level files
+
+Hard links share the data but not the name, so the trainer's own rotation may
+delete ``checkpoint-N`` mid-upload and the upload still reads whole files. Where
+links are impossible (another filesystem, no permission) the files are copied.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from .checkpoints import LocalCheckpoint, LocalFile, walk_files
+
+log = logging.getLogger(__name__)
+
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES}
+
+
+def staged_matches(folder: Path, files: tuple[LocalFile, ...]) -> bool:
+    staged = {f.path: f.size for f in walk_files(folder)}
+    return staged == {f.path: f.size for f in files}
+
+
+def stage(ckpt: LocalCheckpoint, staging_root: Path) -> Path | None:
+    """Link (or copy) ``ckpt``'s files into ``staging_root/<name>``; None if the source vanished."""
+    dest = staging_root / ckpt.name
+    if dest.exists():
+        if staged_matches(dest, ckpt.files):
+            return dest
+        log.info("%s: staged copy is out of date; staging again", ckpt.name)
+        shutil.rmtree(dest)
+    tmp = staging_root / f"{ckpt.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for f in ckpt.files:
+            src = ckpt.path / f.path
+            dst = tmp / f.path
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except OSError as e:
+                if e.errno not in _NO_LINK:
+                    raise
+                shutil.copy2(src, dst, follow_symlinks=False)
+            if dst.stat().st_size != f.size:
+                raise FileNotFoundError(f"{src} changed while staging")
+    except FileNotFoundError as e:
+        log.info("%s: source changed or vanished while staging (%s); skipped", ckpt.name, e)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    os.replace(tmp, dest)
+    return dest
+
+
+def unstage(staging_root: Path, name: str) -> None:
+    shutil.rmtree(staging_root / name, ignore_errors=True)
+    shutil.rmtree(staging_root / f"{name}.tmp", ignore_errors=True)
+
+
+def staged_names(staging_root: Path) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(staging_root) if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []

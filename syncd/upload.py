@@ -1,0 +1,218 @@
+"""Upload one staged checkpoint: send, verify, commit.
+
+Per-checkpoint resume state, written atomically after each verified file::
+
+    output_dir/.syncd/state/uploads/checkpoint-500.json
+      {"name": "checkpoint-500", "folder": "run/checkpoint-500.partial",
+       "files": {"model.safetensors": {"size": .., "mtime_ns": .., "md5": .., "sha256": ..}}}
+
+A file is sent again only when the state does not know it, its staged copy
+changed, or the remote lost it. Stale or corrupt state is a warning and a redo.
+
+Commit = write ``syncd-manifest.json`` last; on remotes that rename atomically the
+folder is then renamed from ``checkpoint-N.partial`` to ``checkpoint-N``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoints import LocalFile, walk_files
+from .errors import Cancelled, IntegrityError
+from .fsutil import atomic_write_json, read_json
+from .manifest import MANIFEST_NAME, Manifest, build_manifest
+from .remote_state import OLD, PARTIAL, RemoteIndex, read_manifest
+from .remotes.base import Digest, Remote, hash_stream, join
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UploadJob:
+    name: str  # "checkpoint-N" or "final"
+    step: int | None
+    staged: Path
+
+
+class Throttle:
+    """Caps the aggregate rate of all workers; ``mbps`` of 0 means no cap."""
+
+    def __init__(self, mbps: float) -> None:
+        self.bytes_per_s = mbps * 1e6
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._sent = 0
+
+    def __call__(self, n: int) -> None:
+        if self.bytes_per_s <= 0:
+            return
+        with self._lock:
+            self._sent += n
+            due = self._start + self._sent / self.bytes_per_s
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class Uploader:
+    def __init__(
+        self,
+        remote: Remote,
+        index: RemoteIndex,
+        state_dir: Path,
+        *,
+        workers: int = 4,
+        bwlimit_mbps: float = 0.0,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.remote = remote
+        self.index = index
+        self.run = index.run
+        self.state_root = state_dir / "state" / "uploads"
+        self.workers = workers
+        self.throttle = Throttle(bwlimit_mbps)
+        self.on_bytes = on_bytes or (lambda n: None)
+        self._lock = threading.Lock()
+
+    # -- state -------------------------------------------------------------
+    def _state_path(self, name: str) -> Path:
+        return self.state_root / f"{name}.json"
+
+    def _load_state(self, name: str, folder: str) -> dict:
+        state = read_json(self._state_path(name), default=None)
+        if not isinstance(state, dict) or state.get("folder") != folder or not isinstance(state.get("files"), dict):
+            return {"name": name, "folder": folder, "files": {}}
+        return state
+
+    def _save_state(self, state: dict) -> None:
+        atomic_write_json(self._state_path(state["name"]), state)
+
+    def drop_state(self, name: str) -> None:
+        self._state_path(name).unlink(missing_ok=True)
+
+    # -- transfer ----------------------------------------------------------
+    def _send_one(self, job: UploadJob, folder: str, f: LocalFile, cancel: threading.Event) -> Digest:
+        def progress(n: int) -> None:
+            if cancel.is_set():
+                raise Cancelled()
+            self.throttle(n)
+            self.on_bytes(n)
+
+        dest = join(folder, f.path)
+        for attempt in (1, 2):
+            t0 = time.monotonic()
+            digest = self.remote.put_file(job.staged / f.path, dest, progress)
+            if digest.size != f.size:
+                raise IntegrityError(f"{job.name}/{f.path} changed size while uploading")
+            problem = self._verify(dest, digest)
+            if problem is None:
+                dt = max(time.monotonic() - t0, 1e-6)
+                log.debug("%s/%s: %d bytes verified (%.1f MB/s)", job.name, f.path, f.size, f.size / dt / 1e6)
+                return digest
+            log.warning("%s/%s: %s (attempt %d)", job.name, f.path, problem, attempt)
+        raise IntegrityError(f"{job.name}/{f.path}: remote copy does not verify: {problem}")
+
+    def _verify(self, dest: str, digest: Digest) -> str | None:
+        st = self.remote.stat(dest)
+        if st is None:
+            return "missing on the remote after upload"
+        if st.size != digest.size:
+            return f"remote size {st.size} != sent {digest.size}"
+        md5 = st.md5
+        if md5 is None:  # no server checksum: read the stored bytes back
+            with self.remote.open_read(dest) as fh:
+                back = hash_stream(fh)
+            if back.size != digest.size:
+                return f"read back {back.size} bytes, sent {digest.size}"
+            md5 = back.md5
+        if md5 != digest.md5:
+            return f"remote md5 {md5} != sent {digest.md5}"
+        return None
+
+    def upload(self, job: UploadJob, cancel: threading.Event) -> Manifest:
+        """Send what is missing, verify it, commit; raises RemoteError/IntegrityError/Cancelled."""
+        rename = self.remote.capabilities.rename
+        target = join(self.run, job.name)
+        folder = target + PARTIAL if rename else target
+        if job.step is not None and self.remote.stat(join(target, MANIFEST_NAME)) is not None:
+            # A committed checkpoint never changes: a stale queue asked twice.
+            return read_manifest(self.remote, join(target, MANIFEST_NAME))
+        files = walk_files(job.staged)
+        state = self._load_state(job.name, folder)
+        present = {rf.path: rf.size for rf in self.remote.list_files(folder)}
+        done: dict[str, Digest] = {}
+        todo: list[LocalFile] = []
+        for f in files:
+            mtime_ns = (job.staged / f.path).stat().st_mtime_ns
+            rec = state["files"].get(f.path)
+            if (
+                isinstance(rec, dict)
+                and rec.get("size") == f.size
+                and rec.get("mtime_ns") == mtime_ns
+                and present.get(f.path) == f.size
+            ):
+                done[f.path] = Digest(f.size, rec["md5"], rec["sha256"])
+            else:
+                todo.append(f)
+        state["files"] = {p: state["files"][p] for p in done}
+        if done:
+            log.info("%s: resuming; %d of %d files already verified", job.name, len(done), len(files))
+        total = sum(f.size for f in todo)
+        t0 = time.monotonic()
+
+        def one(f: LocalFile) -> None:
+            if cancel.is_set():
+                raise Cancelled()
+            digest = self._send_one(job, folder, f, cancel)
+            mtime_ns = (job.staged / f.path).stat().st_mtime_ns
+            with self._lock:
+                done[f.path] = digest
+                state["files"][f.path] = {
+                    "size": digest.size, "mtime_ns": mtime_ns, "md5": digest.md5, "sha256": digest.sha256,
+                }
+                self._save_state(state)
+
+        # Biggest first: the long transfers start early and the pool drains evenly.
+        todo.sort(key=lambda f: -f.size)
+        if todo:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="syncd-upload") as pool:
+                futures = [pool.submit(one, f) for f in todo]
+                try:
+                    for fut in futures:
+                        fut.result()
+                except BaseException:
+                    for fu in futures:
+                        fu.cancel()  # the queued ones; running ones finish their file
+                    raise
+        dt = max(time.monotonic() - t0, 1e-6)
+        manifest = build_manifest(self.run, job.name, job.step, done.items())
+        self._commit(target, folder, manifest)
+        self.drop_state(job.name)
+        log.info(
+            "%s: committed %d files, %.1f MB (%.1f MB sent at %.1f MB/s)",
+            job.name, len(manifest.files), manifest.size_bytes / 1e6, total / 1e6, total / dt / 1e6,
+        )
+        return manifest
+
+    def _commit(self, target: str, folder: str, manifest: Manifest) -> None:
+        path = join(folder, MANIFEST_NAME)
+        self.remote.write_bytes(path, manifest.to_json())
+        back = read_manifest(self.remote, path)
+        if back.files != manifest.files:
+            raise IntegrityError(f"{path}: manifest read back differs from what was written")
+        if folder == target:
+            return
+        self.index.forget(manifest.name)
+        if self.remote.stat(join(target, MANIFEST_NAME)) is not None or self.remote.list_files(target):
+            # An older commit of the same name (the final model saved again): keep it
+            # until the new one is in place, so a copy exists at every instant.
+            self.remote.delete(target + OLD)
+            self.remote.rename_dir(target, target + OLD)
+        self.remote.rename_dir(folder, target)
+        self.remote.delete(target + OLD)

@@ -1,0 +1,74 @@
+"""A plain Hugging Face Trainer on a tiny RobertaForMaskedLM, as any user script would be.
+
+Not our TESS trainer: syncd must work beside any Trainer. Run as a subprocess:
+
+    python tests/helpers/hf_train.py OUT --max-steps 20 --save-steps 5 --save-total-limit 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from transformers import (
+    RobertaConfig,
+    RobertaForMaskedLM,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+
+class RandomMLM(torch.utils.data.Dataset):
+    def __init__(self, n: int, length: int, vocab: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(5, vocab, (n, length), generator=g)
+        self.mask = torch.rand((n, length), generator=g) < 0.15
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        labels = torch.where(self.mask[i], self.ids[i], torch.tensor(-100))
+        inputs = torch.where(self.mask[i], torch.tensor(4), self.ids[i])
+        return {"input_ids": inputs, "labels": labels}
+
+
+class Slow(TrainerCallback):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_step_end(self, args, state, control, **kw):
+        time.sleep(self.seconds)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("output_dir")
+    p.add_argument("--max-steps", type=int, default=20)
+    p.add_argument("--save-steps", type=int, default=5)
+    p.add_argument("--save-total-limit", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--step-sleep", type=float, default=0.0)
+    p.add_argument("--resume", action="store_true")
+    a = p.parse_args()
+    torch.manual_seed(0)
+    cfg = RobertaConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=a.hidden * 2, max_position_embeddings=40)
+    model = RobertaForMaskedLM(cfg)
+    args = TrainingArguments(
+        output_dir=a.output_dir, max_steps=a.max_steps, per_device_train_batch_size=4,
+        save_strategy="steps", save_steps=a.save_steps, save_total_limit=a.save_total_limit,
+        logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
+        dataloader_num_workers=0, learning_rate=1e-3,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=RandomMLM(64, 16, a.vocab),
+                      callbacks=[Slow(a.step_sleep)] if a.step_sleep else [])
+    trainer.train(resume_from_checkpoint=True if a.resume else None)
+    print(f"GLOBAL_STEP {trainer.state.global_step}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

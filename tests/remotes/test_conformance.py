@@ -1,0 +1,97 @@
+"""One suite, every backend: the Remote protocol's contract (syncd/remotes/base.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from syncd.errors import RemoteError
+from syncd.remotes.base import CHUNK_BYTES
+
+
+def _file(tmp_path, name, data: bytes):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def test_put_returns_digest_of_bytes_sent_and_stat_sees_them(remote, tmp_path):
+    data = os.urandom(CHUNK_BYTES + 12345)  # more than one chunk
+    d = remote.put_file(_file(tmp_path, "a.bin", data), "run/ck/a.bin")
+    assert (d.size, d.md5, d.sha256) == (len(data), hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest())
+    st = remote.stat("run/ck/a.bin")
+    assert st is not None and st.size == len(data)
+    if remote.capabilities.server_md5:
+        assert st.md5 == d.md5
+    with remote.open_read("run/ck/a.bin") as fh:
+        assert fh.read() == data
+
+
+def test_progress_counts_every_byte(remote, tmp_path):
+    seen = []
+    remote.put_file(_file(tmp_path, "p.bin", b"x" * 1000), "p.bin", progress=seen.append)
+    assert sum(seen) == 1000
+
+
+def test_listings_are_relative_and_recursive(remote, tmp_path):
+    src = _file(tmp_path, "f", b"abc")
+    for rel in ("run/c1/a", "run/c1/sub/b", "run/c2/c"):
+        remote.put_file(src, rel)
+    assert remote.list_dirs("run") == ["c1", "c2"]
+    assert [(f.path, f.size) for f in remote.list_files("run/c1")] == [("a", 3), ("sub/b", 3)]
+    assert remote.list_dirs("nothing/here") == []
+    assert remote.list_files("nothing/here") == []
+    assert remote.stat("run/c1/missing") is None
+
+
+def test_write_bytes_replaces_whole(remote):
+    remote.write_bytes("run/m.json", b"first version, longer")
+    remote.write_bytes("run/m.json", b"second")
+    with remote.open_read("run/m.json") as fh:
+        assert fh.read() == b"second"
+
+
+def test_put_overwrites(remote, tmp_path):
+    remote.put_file(_file(tmp_path, "1", b"old old old"), "x/f")
+    remote.put_file(_file(tmp_path, "2", b"new"), "x/f")
+    assert remote.stat("x/f").size == 3
+
+
+def test_delete_is_idempotent_for_files_and_folders(remote, tmp_path):
+    src = _file(tmp_path, "f", b"abc")
+    remote.put_file(src, "run/c1/a")
+    remote.put_file(src, "run/c1/sub/b")
+    remote.put_file(src, "run/keep")
+    remote.delete("run/c1")
+    remote.delete("run/c1")
+    remote.delete("run/never-existed")
+    assert remote.list_files("run/c1") == []
+    assert "c1" not in remote.list_dirs("run")
+    assert remote.stat("run/keep") is not None
+    remote.delete("run/keep")
+    assert remote.stat("run/keep") is None
+
+
+def test_rename_moves_a_folder_when_declared(remote, tmp_path):
+    if not remote.capabilities.rename:
+        assert not hasattr(remote, "rename_dir") or remote.capabilities.rename is False
+        return
+    src = _file(tmp_path, "f", b"abc")
+    remote.put_file(src, "run/c.partial/a")
+    remote.put_file(src, "run/c.partial/d/b")
+    remote.rename_dir("run/c.partial", "run/c")
+    assert remote.list_dirs("run") == ["c"]
+    assert [f.path for f in remote.list_files("run/c")] == ["a", "d/b"]
+
+
+def test_quota_when_declared(remote):
+    if remote.capabilities.quota:
+        q = remote.quota()
+        assert q is not None and q.used_bytes >= 0
+
+
+def test_missing_source_is_an_error_not_a_crash(remote, tmp_path):
+    with pytest.raises((RemoteError, OSError)):
+        remote.put_file(tmp_path / "does-not-exist", "x/y")

@@ -1,0 +1,121 @@
+"""Retention and upload ordering: tables, then hypothesis over whole histories."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from syncd import policy
+from syncd.policy import View
+
+
+def V(*steps, incomplete=(), mtime=0.0):
+    return [View(s, s not in incomplete, mtime) for s in steps]
+
+
+@pytest.mark.parametrize(
+    "local, committed, keep, expected",
+    [
+        (V(5, 10, 15), [], 2, [15, 10]),  # newest first, window of 2
+        (V(5, 10, 15), [10], 2, [15]),  # committed ones are not sent again
+        (V(5, 10, 15), [15, 10], 2, []),  # nothing to do
+        (V(5), [10, 15], 2, []),  # older than the remote window: never sent
+        (V(5, 10, 15, incomplete=(15,)), [], 3, [10, 5]),  # incomplete never uploaded
+        (V(), [], 3, []),
+    ],
+    ids=["newest-first", "skip-committed", "all-done", "outside-window", "skip-incomplete", "empty"],
+)
+def test_upload_plan(local, committed, keep, expected):
+    assert policy.upload_plan(local, committed, keep) == expected
+
+
+@pytest.mark.parametrize(
+    "committed, keep, expected",
+    [([1, 2, 3, 4], 3, [1]), ([4, 3], 3, []), ([7], 1, []), ([1, 2], 1, [1]), ([], 2, [])],
+)
+def test_remote_prune(committed, keep, expected):
+    assert policy.remote_prune(committed, keep) == expected
+
+
+@pytest.mark.parametrize(
+    "local, keep, best, protect, expected",
+    [
+        (V(1, 2, 3, 4), 2, None, (), [1, 2]),
+        (V(1, 2, 3, 4), 2, 1, (), [2]),  # the best checkpoint stays
+        (V(1, 2, 3, 4), 2, None, (2,), [1]),  # protected (not yet staged) stays
+        (V(1, 2, 3, incomplete=(3,)), 1, None, (), [1]),  # newest incomplete: may still be written
+        (V(1, 2, 3, incomplete=(2,)), 1, None, (), [1]),  # incomplete but not yet stale
+    ],
+    ids=["keep-newest", "keep-best", "protect", "newest-incomplete", "fresh-incomplete"],
+)
+def test_local_retire(local, keep, best, protect, expected):
+    assert policy.local_retire(local, keep, best_step=best, now=100.0, stale_seconds=1000.0, protect=protect) == expected
+
+
+def test_stale_incomplete_is_retired_only_when_superseded():
+    local = [View(1, True), View(2, False, newest_mtime=0.0), View(3, True)]
+    assert policy.local_retire(local, 5, now=100.0, stale_seconds=10.0) == [2]
+    newest_incomplete = [View(1, True), View(2, False, newest_mtime=0.0)]
+    assert policy.local_retire(newest_incomplete, 5, now=100.0, stale_seconds=10.0) == []
+
+
+def test_disk_pressure_keeps_newest_and_newest_committed():
+    local = V(1, 2, 3, 4)
+    assert policy.disk_pressure_retire(local, committed=[2]) == [1, 3]
+    assert policy.disk_pressure_retire(local, committed=[]) == [1, 2, 3]
+    assert policy.disk_pressure_retire(V(1, incomplete=(1,)), committed=[]) == []
+
+
+# -- property: for any history, the invariants hold ---------------------------------
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("save"), st.booleans()),  # a save that completes or is killed half-way
+        st.tuples(st.just("upload"), st.booleans()),  # the next upload succeeds or fails
+        st.tuples(st.just("restart"), st.just(True)),  # the daemon restarts (no memory)
+        st.tuples(st.just("tick"), st.just(True)),  # time passes
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events, st.integers(1, 4), st.integers(1, 4))
+def test_invariants_hold_over_any_history(history, keep_local, keep_remote):
+    local: dict[int, View] = {}
+    remote: set[int] = set()
+    step, now = 0, 0.0
+    ever_good = False
+    for kind, ok in history:
+        now += 1.0
+        if kind == "save":
+            step += 1
+            local[step] = View(step, ok, now)
+        elif kind == "upload":
+            plan = policy.upload_plan(list(local.values()), remote, keep_remote)
+            assert plan == sorted(plan, reverse=True), "newest first"
+            if plan and ok:
+                assert local[plan[0]].complete, "only complete checkpoints are sent"
+                remote.add(plan[0])
+        elif kind == "tick":
+            now += 50.0
+        # the daemon's pass: prune the remote, then retire locally
+        committed_before = set(remote)
+        for s in policy.remote_prune(remote, keep_remote):
+            remote.discard(s)
+        assert remote or not committed_before, "pruning removed every remote copy"
+        complete = [s for s, v in local.items() if v.complete]
+        newest_complete = max(complete, default=None)
+        untouchable = {s for s, v in local.items() if not v.complete
+                       and (newest_complete is None or s > newest_complete or now - v.newest_mtime < 20.0)}
+        for s in policy.local_retire(list(local.values()), keep_local, now=now, stale_seconds=20.0):
+            del local[s]
+        if newest_complete is not None:
+            assert newest_complete in local, "the newest complete checkpoint was retired"
+        assert untouchable <= set(local), "an incomplete folder that may still be written was retired"
+        assert sum(v.complete for v in local.values()) <= keep_local
+        assert len(remote) <= keep_remote
+        good = {s for s, v in local.items() if v.complete} | remote
+        ever_good = ever_good or bool(good)
+        if ever_good:
+            assert good, "the last good copy was deleted"
