@@ -303,7 +303,7 @@ class GDriveRemote:
         self._shared_drive: str | None = None
         self._spare_ids: list[str] = []
 
-        self._creds, self._cred_kind = load_credentials(self._cred_path)
+        self._creds, self._cred_kind = load_credentials(self._cred_path)  # also readies oauth2client
         from googleapiclient.discovery import build_from_document
         from pydrive2.auth import GoogleAuth
 

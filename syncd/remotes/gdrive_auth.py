@@ -46,6 +46,27 @@ GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 AUTH_HINT = "run `syncd auth CONFIG --client-secrets FILE` to create it"
 
 
+def ensure_oauth2client_importable() -> None:
+    """Keep a broken pyOpenSSL from taking oauth2client (and pydrive2) down with it.
+
+    oauth2client picks pyOpenSSL for signing at import time if it imports. A pyOpenSSL
+    older than the installed ``cryptography`` fails with AttributeError rather than
+    ImportError, which oauth2client does not expect. Hide it then, so oauth2client
+    falls back to its pure-Python RSA signer (only service accounts sign anything).
+    """
+    if sys.modules.get("OpenSSL", False) is None or "oauth2client.crypt" in sys.modules:
+        return
+    try:
+        import OpenSSL.crypto  # noqa: F401
+    except ImportError:
+        return
+    except Exception as e:  # noqa: BLE001 - any failure here means "unusable"
+        log.debug("pyOpenSSL is unusable (%s); oauth2client will sign with rsa", type(e).__name__)
+        for name in [m for m in sys.modules if m == "OpenSSL" or m.startswith("OpenSSL.")]:
+            del sys.modules[name]
+        sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+
+
 def read_credentials_file(path: Path) -> dict[str, Any]:
     """The parsed JSON of a credential file that exists, is ours alone, and is well formed."""
     try:
@@ -89,6 +110,7 @@ def load_credentials(path: str | os.PathLike[str] | None) -> tuple[Any, str]:
         return _colab_credentials(), "user"
     p = Path(path).expanduser()
     data = read_credentials_file(p)
+    ensure_oauth2client_importable()
     from oauth2client.client import OAuth2Credentials
     from oauth2client.service_account import ServiceAccountCredentials
 
@@ -130,6 +152,7 @@ def _colab_credentials() -> Any:
         raise CredentialsError(
             "no Google Drive credentials: set syncd_gdrive_credentials in the config "
             f"(OAuth: {AUTH_HINT}; or a service-account key for a Shared Drive)") from None
+    ensure_oauth2client_importable()
     from oauth2client.client import ApplicationDefaultCredentialsError, GoogleCredentials
 
     try:
@@ -214,6 +237,7 @@ def run_auth(
     sent to (or just its ``code``) here. Saves ``cfg.gdrive_credentials`` with mode
     0600, atomically, and returns its path.
     """
+    ensure_oauth2client_importable()
     from oauth2client.client import FlowExchangeError, OAuth2WebServerFlow
 
     out = out or sys.stderr
