@@ -215,6 +215,19 @@ class _SessionStore:
                 pass
 
 
+class _SaveSessionOnce:
+    """Called before each chunk is read: the first call after Drive opened the session saves it."""
+
+    def __init__(self, store: _SessionStore, dest: str, ident: dict[str, Any] | None, done: bool) -> None:
+        self.store, self.dest, self.ident, self.done = store, dest, ident, done
+        self.req: Any = None
+
+    def __call__(self) -> None:
+        if self.ident and not self.done and self.req is not None and self.req.resumable_uri:
+            self.store.save(self.dest, self.ident, self.req.resumable_uri)
+            self.done = True
+
+
 class _RangeReader(io.RawIOBase):
     """A Drive file as a read-only stream: one ranged GET per chunk, nothing more held."""
 
@@ -681,16 +694,10 @@ class GDriveRemote:
         uri = self._sessions.load(dest, ident) if ident else None
         body = {"title": title, "mimeType": BINARY_MIME, "parents": [{"id": parent}]}
         for _ in range(3):  # once more from byte 0 only if Drive forgot the session
-            saved = [uri is not None]
-
-            def persist() -> None:
-                if ident and not saved[0] and req.resumable_uri:
-                    self._sessions.save(dest, ident, req.resumable_uri)
-                    saved[0] = True
-
+            persist = _SaveSessionOnce(self._sessions, dest, ident, done=uri is not None)
             media = _HashingUpload(fh, self._chunk, persist, progress)
-            req = self._service.files().insert(body=body, media_body=media, supportsAllDrives=True,
-                                               fields=FILE_FIELDS)
+            req = persist.req = self._service.files().insert(
+                body=body, media_body=media, supportsAllDrives=True, fields=FILE_FIELDS)
             if uri is not None:
                 req.resumable_uri = uri
                 req._in_error_state = True  # googleapiclient: ask Drive how far it got first

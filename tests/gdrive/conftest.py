@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fake_drive import FakeDrive
-from helpers_gdrive import CHUNK, REFRESH, write_user_creds
+from .fake_drive import FakeDrive
+from .helpers_gdrive import CHUNK, REFRESH, write_user_creds
 
 
 @pytest.fixture

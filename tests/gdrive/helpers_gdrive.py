@@ -7,7 +7,7 @@ import os
 import random
 from pathlib import Path
 
-from fake_drive import FakeDrive
+from .fake_drive import FakeDrive
 
 CHUNK = 256 * 1024
 REFRESH = "1//fake-refresh-token-for-tests"

@@ -10,11 +10,12 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from helpers_gdrive import service_account_key, write_user_creds
 
 from syncd.config import build_config
 from syncd.errors import ConfigError, CredentialsError
 from syncd.remotes.gdrive_auth import load_credentials, run_auth
+
+from .helpers_gdrive import service_account_key, write_user_creds
 
 SECRET = "1//super-secret-refresh"
 

@@ -6,9 +6,10 @@ import hashlib
 import time
 
 import pytest
-from helpers_gdrive import CHUNK, blob, service_account_key
 
 from syncd.errors import CredentialsError, QuotaError, RemoteError
+
+from .helpers_gdrive import CHUNK, blob, service_account_key
 
 
 def _src(tmp_path, n=4 * CHUNK + 100, seed=2):

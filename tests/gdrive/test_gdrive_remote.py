@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from fake_drive import FOLDER
-from helpers_gdrive import CHUNK, blob
 
 from syncd.errors import RemoteError
 from syncd.remotes import Capabilities, Remote
 from syncd.remotes.gdrive import GDriveRemote, parse_url
+
+from .fake_drive import FOLDER
+from .helpers_gdrive import CHUNK, blob
 
 
 def test_protocol_and_capabilities(remote):

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from helpers_gdrive import CHUNK, blob
+from .helpers_gdrive import CHUNK, blob
 
 REPO = Path(__file__).resolve().parents[2]
 
