@@ -24,7 +24,6 @@ def _setup_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s tess-train %(levelname)s %(message)s", "%H:%M:%S"))
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,9 @@ class TessRobertaModel(RobertaPreTrainedModel):
     """
 
     _tied_weights_keys = getattr(RobertaForMaskedLM, "_tied_weights_keys", None)
+    # Tied to E and lm_head.bias, so never written twice; naming them lets Trainer's
+    # resume re-tie them instead of warning that they are missing.
+    _keys_to_ignore_on_save = ["lm_head.decoder.weight", "lm_head.decoder.bias"]
 
     def __init__(self, config: RobertaConfig):
         super().__init__(config)

@@ -129,3 +129,36 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
             raise AssertionError(f"process exited ({proc.returncode}) before {what}; log:\n{tail}")
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def fake_checkpoint(output_dir: Path, step: int, *, marker: bool = True, size: int = 64) -> Path:
+    """A checkpoint-N folder with a few files; with ``marker``, made complete the trainer's way."""
+    from syncd.checkpoints import write_checkpoint_marker
+
+    ckpt = output_dir / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(bytes(range(256))[:size] * 4)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if marker:
+        write_checkpoint_marker(ckpt, step)
+    return ckpt
+
+
+def commit_to_remote(ckpt: Path, remote_root: Path, run: str) -> Path:
+    """Copy a checkpoint to a folder remote as syncd commits it: files, then the manifest last."""
+    import hashlib
+    import shutil
+    from datetime import datetime, timezone
+
+    dest = remote_root / run / ckpt.name
+    shutil.copytree(ckpt, dest)
+    files = []
+    for f in sorted(p for p in dest.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        files.append({"path": f.relative_to(dest).as_posix(), "size": len(data),
+                      "md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()})
+    step = int(ckpt.name.split("-")[1])
+    manifest = {"format": 1, "run": run, "name": ckpt.name, "step": step,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": files}
+    (dest / "syncd-manifest.json").write_text(json.dumps(manifest))
+    return dest
