@@ -301,19 +301,28 @@ class Daemon:
             except RemoteError as e:
                 self._error(f"listing the remote failed: {e}")
         plan: list[int] | None = None
+        # A staged checkpoint is complete by construction and survives the
+        # trainer's own rotation, so it still counts for what to upload.
+        staged = {n: self.staging / n for n in staged_names(self.staging) if step_of(n) is not None}
         if entries is not None:
             committed = sorted(e.step for e in entries if e.committed and e.step is not None)
             self.status.committed = [e.name for e in entries if e.committed]
-            plan = policy.upload_plan(views, committed, self.cfg.backup_keep_last)
+            extra = [policy.View(step_of(n), True) for n in staged if step_of(n) not in by_step]
+            plan = policy.upload_plan(views + extra, committed, self.cfg.backup_keep_last)
             jobs = []
             if final is not None and final.complete and not self._final_up_to_date(final, entries):
                 jobs.extend(self._stage_jobs([final]))
-            jobs.extend(self._stage_jobs([by_step[s] for s in plan]))
+            for step in plan:
+                ckpt = by_step.get(step)
+                if ckpt is not None and ckpt.complete:
+                    jobs.extend(self._stage_jobs([ckpt]))
+                else:
+                    jobs.append(UploadJob(f"checkpoint-{step}", step, staged[f"checkpoint-{step}"]))
             self._set_queue(jobs)
             self._prune_remote(entries, committed, {j.name for j in jobs})
 
-        staged = set(staged_names(self.staging))
-        protect = {s for s in (plan or []) if f"checkpoint-{s}" not in staged}
+        staged_now = set(staged_names(self.staging))
+        protect = {s for s in (plan or []) if f"checkpoint-{s}" not in staged_now}
         retire = policy.local_retire(views, self.cfg.save_total_limit, best_step=best_step(local),
                                      now=now, stale_seconds=self.cfg.stale_seconds, protect=protect)
         for step in retire:
@@ -446,13 +455,14 @@ class Daemon:
 
     # -- uploads -----------------------------------------------------------
     def _set_queue(self, jobs: list[UploadJob]) -> None:
+        """Replace what waits; the upload in flight always finishes.
+
+        Abandoning it for a newer checkpoint would, when saves come faster than
+        uploads, mean nothing is ever committed while training runs.
+        """
         with self._queue_cv:
             self._queue = jobs
             self.status.queue = [j.name for j in jobs]
-            cur = self._current
-            if cur is not None and cur.name not in self.status.queue:
-                log.info("%s: upload no longer needed; abandoning it", cur.name)
-                self._job_cancel.set()
             self._queue_cv.notify_all()
 
     def _on_bytes(self, n: int) -> None:

@@ -21,7 +21,7 @@ from .errors import IntegrityError, NothingToRestore, RemoteError, SyncdError
 from .fsutil import fsync_dir
 from .manifest import Manifest
 from .remote_state import RemoteCheckpoint, RemoteIndex
-from .remotes.base import CHUNK_BYTES, Hasher, Remote, hash_file, join
+from .remotes.base import CHUNK_BYTES, Digest, Hasher, Remote, hash_file, join
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _progress_bar(total: int, desc: str, enabled: bool):
                 disable=not enabled, leave=True, dynamic_ncols=True)
 
 
-def _download(remote: Remote, src: str, dest: Path, size: int, bar) -> Hasher:
+def _download(remote: Remote, src: str, dest: Path, size: int, bar) -> Digest:
     """Stream one file; refuses more bytes than the manifest declared."""
     h = Hasher()
     with remote.open_read(src) as fin, open(dest, "xb") as fout:
@@ -48,7 +48,7 @@ def _download(remote: Remote, src: str, dest: Path, size: int, bar) -> Hasher:
             bar.update(len(chunk))
         fout.flush()
         os.fsync(fout.fileno())
-    return h
+    return h.digest()
 
 
 def _inside(root: Path, rel: str) -> Path:

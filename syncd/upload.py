@@ -41,21 +41,29 @@ class UploadJob:
 
 
 class Throttle:
-    """Caps the aggregate rate of all workers; ``mbps`` of 0 means no cap."""
+    """A token bucket shared by all workers; ``mbps`` of 0 means no cap.
+
+    The bucket holds at most a quarter second of credit, so idle time does not
+    buy a burst that would defeat the cap.
+    """
+
+    BURST_SECONDS = 0.25
 
     def __init__(self, mbps: float) -> None:
-        self.bytes_per_s = mbps * 1e6
+        self.rate = mbps * 1e6  # bytes per second
         self._lock = threading.Lock()
-        self._start = time.monotonic()
-        self._sent = 0
+        self._credit = 0.0
+        self._last = time.monotonic()
 
     def __call__(self, n: int) -> None:
-        if self.bytes_per_s <= 0:
+        if self.rate <= 0:
             return
         with self._lock:
-            self._sent += n
-            due = self._start + self._sent / self.bytes_per_s
-        delay = due - time.monotonic()
+            now = time.monotonic()
+            self._credit = min(self._credit + (now - self._last) * self.rate, self.rate * self.BURST_SECONDS)
+            self._last = now
+            self._credit -= n
+            delay = -self._credit / self.rate if self._credit < 0 else 0.0
         if delay > 0:
             time.sleep(delay)
 

@@ -67,9 +67,25 @@ class Procs:
         self.started.append(proc)
         return proc
 
-    def syncd_run(self, config: Path, *extra: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
-        return self.start([PY, "-m", "syncd", "run", str(config), *extra], cwd=cwd, env=env,
+    def syncd_run(self, config: Path, *extra: str, cwd: Path, env: dict | None = None,
+                  ready: bool = True) -> subprocess.Popen:
+        """`syncd run` in the background; with ``ready``, returns once its first pass is done."""
+        proc = self.start([PY, "-m", "syncd", "run", str(config), *extra], cwd=cwd, env=env,
                           log=cwd / f"syncd-{len(self.started)}.log")
+        if ready:
+            out = Path(json.loads(Path(config).read_text())["output_dir"])
+            status = (cwd / out if not out.is_absolute() else out) / ".syncd" / "status.json"
+
+            def up() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"syncd exited with {proc.returncode} before it was ready")
+                try:
+                    return json.loads(status.read_text()).get("pid") == proc.pid
+                except (OSError, ValueError):
+                    return False
+
+            wait_for(up, 60, what="syncd to be ready")
+        return proc
 
     def hf_train(self, output_dir: Path, *extra: str, cwd: Path) -> subprocess.Popen:
         return self.start([PY, str(REPO / "tests" / "helpers" / "hf_train.py"), str(output_dir), *extra],

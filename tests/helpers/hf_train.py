@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=512)
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--step-sleep", type=float, default=0.0)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", default=None, help="'auto' for the newest checkpoint, or a path")
     a = p.parse_args()
     torch.manual_seed(0)
     cfg = RobertaConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=1,
@@ -66,7 +66,7 @@ def main() -> None:
     )
     trainer = Trainer(model=model, args=args, train_dataset=RandomMLM(64, 16, a.vocab),
                       callbacks=[Slow(a.step_sleep)] if a.step_sleep else [])
-    trainer.train(resume_from_checkpoint=True if a.resume else None)
+    trainer.train(resume_from_checkpoint=True if a.resume == "auto" else a.resume)
     print(f"GLOBAL_STEP {trainer.state.global_step}", flush=True)
 
 
