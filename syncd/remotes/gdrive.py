@@ -313,6 +313,7 @@ class GDriveRemote:
         self._where: dict[str, str] = {}  # id -> path, for ids above
         self._gone: set[str] = set()  # ids deleted here, which lagging listings may still show
         self._base_id: str | None = None
+        self._root_id: str | None = None
         self._shared_drive: str | None = None
         self._spare_ids: list[str] = []
 
@@ -449,15 +450,25 @@ class GDriveRemote:
 
     # ------------------------------------------------------------ ids and folders
 
-    def _base(self) -> str:
+    def _root(self) -> str:
+        """The id of My Drive or of ``syncd_gdrive_root_id``; notes whether it is a Shared Drive."""
+        if self._root_id is None:
+            meta = self._exec("open gdrive root", self._service.files().get(
+                fileId=self._root_arg, supportsAllDrives=True, fields=FILE_FIELDS))
+            self._shared_drive = meta.get("driveId") or None
+            self._root_id = meta["id"]
+        return self._root_id
+
+    def _base(self, create: bool) -> str | None:
+        """The URL's folder; only writers create it (a reader that did could make a twin
+        of a folder that another process made a moment ago, hidden by listing lag)."""
         with self._mkdir_lock:
             if self._base_id is None:
-                meta = self._exec("open gdrive root", self._service.files().get(
-                    fileId=self._root_arg, supportsAllDrives=True, fields=FILE_FIELDS))
-                self._shared_drive = meta.get("driveId") or None
-                cur = meta["id"]
+                cur: str | None = self._root()
                 for part in self._parts:
-                    cur = self._child_folder(cur, part, create=True) or cur
+                    cur = self._child_folder(cur, part, create)
+                    if cur is None:
+                        return None
                 self._base_id = cur
             return self._base_id
 
@@ -520,8 +531,8 @@ class GDriveRemote:
 
     def _folder_id(self, rel: str, create: bool) -> str | None:
         rel = rel.strip("/")
-        base = self._base()
-        if not rel:
+        base = self._base(create)
+        if base is None or not rel:
             return base
         with self._lock:
             if rel in self._dirs:
@@ -590,10 +601,11 @@ class GDriveRemote:
         if fid is None:
             return []
         names = set()
-        with self._lock:
+        listed = self._children(fid, folders_only=True)
+        with self._lock:  # after the listing: a rename that finished meanwhile is known here
             where = dict(self._where)
             dirs = dict(self._dirs)
-        for m in self._children(fid, folders_only=True):
+        for m in listed:
             seen_at = where.get(m["id"])
             if seen_at is None or seen_at == join(prefix, m["title"]):  # a lagging listing: trust our writes
                 names.add(m["title"])
@@ -608,24 +620,33 @@ class GDriveRemote:
         top = self._folder_id(prefix, create=False)
         if top is None:
             return []
-        with self._lock:
-            where = dict(self._where)
-        found: dict[str, RemoteFile] = {}
+        groups: dict[str, list[dict[str, Any]]] = {}
+        walked: set[str] = set()
         todo = [(top, "")]
         while todo:
             fid, sub = todo.pop()
-            groups: dict[str, list[dict[str, Any]]] = {}
-            for m in self._children(fid):
+            if fid in walked:
+                continue
+            walked.add(fid)
+            kids = self._children(fid)
+            with self._lock:  # after the listing: a rename that finished meanwhile is known here
+                where = dict(self._where)
+                dirs = dict(self._dirs)
+            for m in kids:
                 rel = join(sub, m["title"])
-                seen_at = where.get(m["id"])
-                if seen_at is not None and seen_at != join(prefix, rel):
+                full = join(prefix, rel)
+                if where.get(m["id"], full) != full:
                     continue  # moved or renamed by us; the listing has not caught up
                 if m.get("mimeType") == FOLDER_MIME:
                     todo.append((m["id"], rel))
                 elif self._is_file(m):
                     groups.setdefault(rel, []).append(m)
-            for rel, cands in groups.items():
-                found[rel] = self._as_file(rel, self._pick(join(prefix, rel), cands))
+            here = join(prefix, sub)
+            for d, did in dirs.items():  # folders made or moved here that the listing lags behind
+                head, tail = _split(d)
+                if head == here and d:
+                    todo.append((did, join(sub, tail)))
+        found = {rel: self._as_file(rel, self._pick(join(prefix, rel), c)) for rel, c in groups.items()}
         with self._lock:
             for rel, rf in self._files.items():
                 if prefix == "" or rel.startswith(prefix + "/"):
@@ -829,7 +850,8 @@ class GDriveRemote:
                 self._files[new] = RemoteFile(new, rf.size, rf.md5)
 
     def quota(self) -> Quota:
-        self._base()
+        with self._mkdir_lock:
+            self._root()
         about = self._exec("read Drive quota", self._service.about().get(
             fields="quotaBytesTotal,quotaBytesUsed,quotaBytesUsedInTrash,quotaType"))
         if self._shared_drive:  # Shared Drive storage is the organisation's pool, not ours to count

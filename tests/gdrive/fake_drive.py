@@ -108,6 +108,7 @@ class Session:
     principal: str
     buf: bytearray | None = field(default_factory=bytearray)  # None: count and hash only
     n: int = 0
+    received: int = 0  # every body byte that arrived for this session, re-sent ones too
     md5: Any = field(default_factory=hashlib.md5)
     done_id: str | None = None
     expired: bool = False
@@ -800,6 +801,7 @@ class _Handler(BaseHTTPRequestHandler):
             keep = len(got) // CHUNK_MULTIPLE * CHUNK_MULTIPLE
             s.append(memoryview(got)[:keep])
             fake.bytes_received += len(got)
+            s.received += len(got)
 
     def _chunk(self, query: dict[str, str]) -> None:
         fake = self.fake
@@ -819,6 +821,7 @@ class _Handler(BaseHTTPRequestHandler):
             if s.done_id is not None:  # a probe or a re-sent last chunk: the file, again
                 return self._send(200, fake.items[s.done_id].meta(fake.root_id))
             fake.bytes_received += len(data)
+            s.received += len(data)
             if cr.startswith("bytes */"):  # status probe, or the end of an empty file
                 pass
             elif cr:

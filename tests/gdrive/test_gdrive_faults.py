@@ -308,3 +308,27 @@ def test_close_stops_a_retry_loop(make_remote, drive, tmp_path):
     r.close()
     t.join(5)
     assert not t.is_alive() and errors
+
+
+def test_a_reader_never_creates_the_folder_a_lagging_listing_hides(make_remote, drive):
+    drive.lag_s = 30.0
+    writer = make_remote()
+    writer.write_bytes("run/checkpoint-1/syncd-manifest.json", b"{}")
+    reader = make_remote()  # another process: `syncd wait`, `restore`, `verify`
+    assert reader.list_dirs("run") == [] and reader.stat("run/checkpoint-1/syncd-manifest.json") is None
+    assert reader.list_files("") == [] and reader.quota().used_bytes == 2
+    assert len(drive.children(drive.root_id, "backups")) == 1  # no twin made by the reader
+    drive.settle()
+    assert reader.list_dirs("run") == ["checkpoint-1"]
+
+
+def test_listing_of_a_folder_renamed_meanwhile(make_remote, drive):
+    r = make_remote()
+    r.write_bytes("run/c.partial/sub/a", b"a")
+    drive.add_item(drive.find("backups/run/c.partial/sub").id, "b", b"b")  # not written by r
+    drive.settle()
+    drive.lag_s = 30.0
+    r.rename_dir("run/c.partial", "run/c")
+    assert r.list_dirs("run") == ["c"]
+    assert r.list_files("run/c.partial") == []
+    assert [f.path for f in r.list_files("run")] == ["c/sub/a", "c/sub/b"]
