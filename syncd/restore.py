@@ -117,14 +117,17 @@ def restore(
     Without ``step``, a checkpoint that fails verification is reported and the next
     older committed one is tried; with ``step``, that one or an error.
     """
-    entries = [e for e in RemoteIndex(remote, run).scan() if e.committed and not e.is_final]
+    scanned = RemoteIndex(remote, run).scan()
+    entries = [e for e in scanned if e.committed and not e.is_final]
     entries.sort(key=lambda e: e.step or 0, reverse=True)
+    invalid = [f"{e.name}: {e.error}" for e in scanned if e.error and not e.partial]
+    why = f" ({'; '.join(invalid)})" if invalid else ""
     if step is not None:
         entries = [e for e in entries if e.step == step]
         if not entries:
-            raise NothingToRestore(f"no committed checkpoint-{step} for run {run} on {remote.url}")
+            raise NothingToRestore(f"no committed checkpoint-{step} for run {run} on {remote.url}{why}")
     if not entries:
-        raise NothingToRestore(f"no committed checkpoint for run {run} on {remote.url}")
+        raise NothingToRestore(f"no committed checkpoint for run {run} on {remote.url}{why}")
     dest_root.mkdir(parents=True, exist_ok=True)
     failures = []
     for entry in entries:
