@@ -1,0 +1,174 @@
+"""Tables for the small pure pieces: config, manifests, completeness, staging."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from syncd.checkpoints import MARKER, inspect_checkpoint, inspect_final, scan_local, write_checkpoint_marker
+from syncd.config import build_config, parse_overrides
+from syncd.errors import ConfigError, IntegrityError, UnsafeManifestError
+from syncd.manifest import build_manifest, parse_manifest
+from syncd.remotes.base import Digest
+from syncd.stage import stage
+
+
+# -- config -------------------------------------------------------------------------
+def test_defaults_and_relative_paths(tmp_path):
+    cfg = build_config({"output_dir": "out/run1", "gdrive_backup_dir": "backups", "learning_rate": 1}, base_dir=tmp_path)
+    assert cfg.output_dir == tmp_path / "out" / "run1"
+    assert cfg.remote_url == str(tmp_path / "backups")
+    assert (cfg.run_name, cfg.save_total_limit, cfg.backup_keep_last) == ("run1", 5, 3)
+    assert cfg.interval_seconds == 60.0 and cfg.delete_mode == "permanent"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--backup_keep_last", "2"], {"backup_keep_last": 2}),
+        (["--run_name=7"], {"run_name": 7}),
+        (["--gdrive_backup_dir", "/mnt/x"], {"gdrive_backup_dir": "/mnt/x"}),
+        (["--syncd-wait-at-end", "false"], {"syncd_wait_at_end": False}),
+    ],
+)
+def test_overrides_parse(args, expected):
+    assert parse_overrides(args) == expected
+
+
+def test_overrides_win_and_numbers_become_names(tmp_path):
+    cfg = build_config({"output_dir": "o", "backup_keep_last": 3}, parse_overrides(["--backup_keep_last", "1",
+                                                                                     "--run_name", "7"]),
+                       base_dir=tmp_path)
+    assert (cfg.backup_keep_last, cfg.run_name) == (1, "7")
+
+
+@pytest.mark.parametrize("url", ["s3://b/p", "memory://x", "gdrive://tess_backups"])
+def test_known_schemes_pass_through(url, tmp_path):
+    assert build_config({"output_dir": "o", "gdrive_backup_dir": url}, base_dir=tmp_path).remote_url == url
+
+
+def test_run_name_must_be_plain(tmp_path):
+    with pytest.raises(ConfigError, match="run_name"):
+        build_config({"output_dir": "o", "run_name": "a/b"}, base_dir=tmp_path)
+
+
+# -- manifests ----------------------------------------------------------------------
+def _manifest(**over):
+    d = Digest(3, hashlib.md5(b"abc").hexdigest(), hashlib.sha256(b"abc").hexdigest())
+    m = json.loads(build_manifest("run", "checkpoint-1", 1, [("a/b.bin", d), ("c", d)]).to_json())
+    m.update(over)
+    return m
+
+
+def test_manifest_round_trip():
+    m = parse_manifest(json.dumps(_manifest()).encode())
+    assert [f.path for f in m.files] == ["a/b.bin", "c"] and m.size_bytes == 6 and m.step == 1
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"format": 2}, IntegrityError),
+        ({"files": "nope"}, IntegrityError),
+        ({"step": -1}, IntegrityError),
+        ({"files": [{"path": "x", "size": -1, "md5": "0" * 32, "sha256": "0" * 64}]}, IntegrityError),
+        ({"files": [{"path": "x", "size": 1, "md5": "zz", "sha256": "0" * 64}]}, IntegrityError),
+        ({"files": [{"path": "../x", "size": 1, "md5": "0" * 32, "sha256": "0" * 64}]}, UnsafeManifestError),
+        ({"files": [{"path": "/etc/x", "size": 1, "md5": "0" * 32, "sha256": "0" * 64}]}, UnsafeManifestError),
+        ({"files": [{"path": "a\\..\\x", "size": 1, "md5": "0" * 32, "sha256": "0" * 64}]}, UnsafeManifestError),
+        ({"files": [{"path": "a", "size": 1, "md5": "0" * 32, "sha256": "0" * 64},
+                    {"path": "a/b", "size": 1, "md5": "0" * 32, "sha256": "0" * 64}]}, UnsafeManifestError),
+        ({"files": [{"path": "syncd-manifest.json", "size": 1, "md5": "0" * 32, "sha256": "0" * 64}]},
+         UnsafeManifestError),
+    ],
+    ids=["format", "files-type", "step", "size", "md5", "dotdot", "absolute", "backslash", "file-and-folder", "self"],
+)
+def test_manifest_defects_are_refused(change, error):
+    with pytest.raises(error):
+        parse_manifest(json.dumps(_manifest(**change)).encode())
+
+
+def test_manifest_not_json():
+    with pytest.raises(IntegrityError, match="not valid JSON"):
+        parse_manifest(b"\xff\xfe")
+
+
+# -- completeness -------------------------------------------------------------------
+def _ckpt(root, name="checkpoint-10", files=("model.safetensors", "trainer_state.json"), age=100.0):
+    d = root / name
+    d.mkdir(parents=True)
+    for f in files:
+        (d / f).write_bytes(b"x" * 10)
+        t = time.time() - age
+        os.utime(d / f, (t, t))
+    return d
+
+
+@pytest.mark.parametrize(
+    "files, age, expected",
+    [
+        (("model.safetensors", "trainer_state.json"), 100, (True, "settled")),
+        (("model.safetensors", "trainer_state.json"), 0, (False, "settling")),
+        (("model.safetensors",), 100, (False, "no trainer_state.json yet")),
+        (("model.safetensors", "trainer_state.json", "checkpoint-is-incomplete.txt"), 100,
+         (False, "still being written (incomplete sentinel)")),
+    ],
+    ids=["settled", "settling", "no-state", "sentinel"],
+)
+def test_completeness_without_marker(tmp_path, files, age, expected):
+    c = inspect_checkpoint(_ckpt(tmp_path, files=files, age=age), settle_seconds=30)
+    assert (c.complete, c.reason) == expected and c.step == 10
+
+
+def test_marker_decides_and_detects_a_truncated_file(tmp_path):
+    d = _ckpt(tmp_path, files=("model.safetensors",), age=0)  # fresh and no trainer_state: only the marker can say
+    write_checkpoint_marker(d)
+    assert inspect_checkpoint(d, 30).reason == "marker"
+    (d / "model.safetensors").write_bytes(b"x")
+    c = inspect_checkpoint(d, 30)
+    assert not c.complete and "does not match" in c.reason
+
+
+def test_scan_orders_by_step_not_name(tmp_path):
+    for n in ("checkpoint-100", "checkpoint-20", "checkpoint-3", "not-a-checkpoint"):
+        _ckpt(tmp_path, n)
+    assert [c.step for c in scan_local(tmp_path, 0)] == [3, 20, 100]
+
+
+def test_final_model_detection(tmp_path):
+    assert inspect_final(tmp_path, 0) is None
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"w")
+    final = inspect_final(tmp_path, 0)
+    assert final.complete and {f.path for f in final.files} == {"config.json", "model.safetensors"}
+    assert not inspect_final(tmp_path, 3600).complete
+
+
+# -- staging ------------------------------------------------------------------------
+def test_stage_links_files_and_survives_source_deletion(tmp_path):
+    src = tmp_path / "out" / "checkpoint-5"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "opt.pt").write_bytes(b"o" * 100)
+    (src / "trainer_state.json").write_text("{}")
+    write_checkpoint_marker(src)
+    staged = stage(inspect_checkpoint(src, 0), tmp_path / "staging")
+    assert staged is not None
+    assert os.stat(staged / "sub" / "opt.pt").st_ino == os.stat(src / "sub" / "opt.pt").st_ino
+    shutil.rmtree(src)  # the trainer's rotation
+    assert (staged / "sub" / "opt.pt").read_bytes() == b"o" * 100
+    assert (staged / MARKER).exists()
+
+
+def test_stage_returns_none_when_the_source_vanishes(tmp_path):
+    src = tmp_path / "checkpoint-5"
+    src.mkdir()
+    (src / "trainer_state.json").write_text("{}")
+    ck = inspect_checkpoint(src, 0)
+    (src / "trainer_state.json").unlink()
+    assert stage(ck, tmp_path / "staging") is None
+    assert not (tmp_path / "staging" / "checkpoint-5").exists()
