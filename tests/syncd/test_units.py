@@ -10,7 +10,13 @@ import time
 
 import pytest
 
-from syncd.checkpoints import MARKER, inspect_checkpoint, inspect_final, scan_local, write_checkpoint_marker
+from syncd.checkpoints import (
+    MARKER,
+    inspect_checkpoint,
+    inspect_final,
+    scan_local,
+    write_checkpoint_marker,
+)
 from syncd.config import build_config, parse_overrides
 from syncd.errors import ConfigError, IntegrityError, UnsafeManifestError
 from syncd.manifest import build_manifest, parse_manifest
