@@ -53,7 +53,7 @@ from .upload import Uploader, UploadJob
 
 log = logging.getLogger("syncd")
 
-POKE_DELAY_SECONDS = 0.2  # coalesces an inotify burst into one pass
+POKE_DELAY_SECONDS = 0.1  # coalesces an inotify burst into one pass
 RETRY_MAX_SECONDS = 60.0
 _IGNORED_EVENTS = {"opened", "closed_no_write"}
 
@@ -126,7 +126,7 @@ class Daemon:
         self._lock = DaemonLock(self.state_dir)
         self._pass_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._poke_pending = False
+        self._poke_due: float | None = None  # monotonic time of the soonest pending pass
         self._stopping = threading.Event()
         self._queue: list[UploadJob] = []
         self._queue_cv = threading.Condition(self._state_lock)
@@ -221,17 +221,22 @@ class Daemon:
 
     # -- signals from the watcher -----------------------------------------
     def poke(self, delay: float = POKE_DELAY_SECONDS) -> None:
-        """Ask for a pass soon; a burst of calls yields one pass."""
+        """Ask for a pass in ``delay`` seconds; a burst of calls yields one pass.
+
+        A pass already due sooner absorbs the call; one due later (a settle-time
+        re-check) does not, so an event never waits behind a timer.
+        """
+        due = time.monotonic() + delay
         with self._state_lock:
-            if self._poke_pending or self._stopping.is_set():
+            if self._stopping.is_set() or (self._poke_due is not None and self._poke_due <= due):
                 return
-            self._poke_pending = True
+            self._poke_due = due
         try:
             self.scheduler.add_job(self._reconcile, "date", id=f"poke-{time.monotonic_ns()}",
                                    run_date=datetime.now() + timedelta(seconds=delay), max_instances=4)
         except Exception:  # noqa: BLE001 - scheduler shut down under us
             with self._state_lock:
-                self._poke_pending = False
+                self._poke_due = None
 
     def _ensure_watch(self, checkpoint_dirs: list[Path] = ()) -> bool:
         """Watch output_dir (not recursively) and each checkpoint folder (recursively).
@@ -267,7 +272,7 @@ class Daemon:
     # -- the reconcile pass ------------------------------------------------
     def _reconcile(self) -> None:
         with self._state_lock:
-            self._poke_pending = False
+            self._poke_due = None
         if self._stopping.is_set():
             return
         with self._pass_lock:
