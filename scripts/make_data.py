@@ -14,8 +14,9 @@ Each line holds one to three temporal knowledge-graph quads, tab-separated
 ``head<TAB>relation<TAB>tail<TAB>date``, joined by `` ||| `` as in the user's
 "oneline" data. The events are not random: every actor has a home country, each
 relation prefers some actor roles, a line is a short chain of events about the
-same actors, and partners come from a fixed alliance table, so a model can learn to
-fill in the entities from the context.
+same actors, the day's country follows from the date, and partners come from a
+fixed alliance table, so a model can learn to fill in the entities from the
+context (the relation and the date).
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def partners(country: str) -> list[str]:
     return [COUNTRIES[(i + d) % len(COUNTRIES)] for d in (1, 5, 11)]
 
 
+def country_of(date: dt.date) -> str:
+    """Where the day's news comes from: the month picks a pair of countries, the day's parity one."""
+    return COUNTRIES[(date.month - 1) * 2 + date.day % 2]
+
+
 def actor(rng: random.Random, role: str, country: str) -> str:
     if role == "Government" and rng.random() < 0.3:
         named = [p for p, c in PEOPLE.items() if c == country]
@@ -90,17 +96,22 @@ def actor(rng: random.Random, role: str, country: str) -> str:
     return f"{role} ({country})"
 
 
+def pick(rng: random.Random, options: list[str], usual: float = 0.7) -> str:
+    """The first option most of the time: a habit a model can learn, with some noise."""
+    return options[0] if rng.random() < usual else rng.choice(options)
+
+
 def quad(rng: random.Random, relation: str, country: str, date: dt.date) -> tuple[str, str, str, str]:
     head_roles, tail_roles = RELATIONS[relation]
-    tail_country = country if rng.random() < 0.6 else rng.choice(partners(country))
-    head = actor(rng, rng.choice(head_roles), country)
-    tail = actor(rng, rng.choice(tail_roles), tail_country)
+    tail_country = country if rng.random() < 0.7 else partners(country)[0]
+    head = actor(rng, pick(rng, head_roles), country)
+    tail = actor(rng, pick(rng, tail_roles), tail_country)
     return head, relation, tail, date.isoformat()
 
 
 def line(rng: random.Random) -> str:
-    country = rng.choice(COUNTRIES)
     date = dt.date(2014, 1, 1) + dt.timedelta(days=rng.randrange(365))
+    country = country_of(date) if rng.random() < 0.85 else rng.choice(COUNTRIES)
     relation = rng.choice(list(RELATIONS))
     quads = []
     for _ in range(rng.choice([1, 2, 2, 3])):

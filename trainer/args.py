@@ -105,6 +105,9 @@ class RunArguments:
     # "auto": the newest complete local checkpoint, else the remote's newest; a path;
     # or false to start fresh.
     resume_from_checkpoint: Any = "auto"
+    # CPU threads for torch; None keeps torch's default. Tiny models want 1: their ops
+    # are too small to split, and a second thread on a shared core stalls every op.
+    torch_num_threads: int | None = None
 
 
 @dataclass
@@ -222,6 +225,8 @@ def _check_choices(model: ModelArguments, data: DataArguments, diffusion: Diffus
             raise ConfigError(f"config key {name} must be above {low:g}, not {value!r}")
     if diffusion.top_p is not None and not 0 < diffusion.top_p <= 1:
         raise ConfigError(f"config key top_p must be in (0, 1], not {diffusion.top_p!r}")
+    if run.torch_num_threads is not None and run.torch_num_threads < 1:
+        raise ConfigError("config key torch_num_threads must be at least 1 (or null for torch's default)")
     if run.time_save_interval_seconds is not None and run.time_save_interval_seconds <= 0:
         raise ConfigError("config key time_save_interval_seconds must be positive (or null to turn it off)")
     if not data.line_by_line:

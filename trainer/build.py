@@ -67,8 +67,10 @@ def build_datasets(cfg, tokenizer):
     d, training = cfg.data, cfg.training
     if training.disable_tqdm:
         import datasets
+        from transformers.utils import logging as hf_logging
 
         datasets.disable_progress_bars()
+        hf_logging.disable_progress_bar()  # "Writing model shards" at every save
     with training.main_process_first(desc="tokenise"):
         raw = load_text_datasets(d.train_file, d.validation_file, cfg.model.cache_dir)
         common = dict(mode=d.conditional_generation, max_seq_length=d.max_seq_length,
@@ -90,6 +92,10 @@ def build_trainer(cfg):
     from .__main__ import Run
 
     training = cfg.training
+    if cfg.run.torch_num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.run.torch_num_threads)
     tokenizer = load_tokenizer(cfg.model)
     train_ds, eval_ds = build_datasets(cfg, tokenizer)
     config = load_model_config(cfg.model, cfg.diffusion, tokenizer, cfg.data.max_seq_length)
