@@ -9,7 +9,8 @@ BIN=.venv/bin
 CONFIG=configs/tess_tiny_cpu.json
 OUT=output/tess_tiny      # output_dir in $CONFIG
 REMOTE=backups/tess_tiny  # gdrive_backup_dir/run_name in $CONFIG
-MORE_STEPS=650            # the config trains 600 steps; the resumed run goes on to this
+STEPS=$("$BIN/python" -c "import json; print(json.load(open('$CONFIG'))['max_steps'])" 2>/dev/null || echo 1200)
+MORE_STEPS=$((STEPS + 50))  # the resumed run goes on 50 steps past the config's max_steps
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -31,7 +32,7 @@ trap stop_daemon EXIT
 say "1/6 Starting syncd in the background: it watches $OUT and mirrors every complete checkpoint to ./$REMOTE"
 "$BIN/syncd" start "$CONFIG"
 
-say "2/6 Training the tiny TESS model (600 steps; a checkpoint every 50 steps and every 30 s)"
+say "2/6 Training the tiny TESS model ($STEPS steps, about two minutes; a checkpoint every 50 steps and every 30 s)"
 echo "    config: $CONFIG  (launch command in its _comment)"
 echo "    watch:  $OUT/loss_log.jsonl (loss per step), $OUT/samples/ (generated quads at each evaluation)"
 "$BIN/tess-train" "$CONFIG"
@@ -46,7 +47,7 @@ echo "    fresh folder: $tmp"
 "$BIN/syncd" restore "$CONFIG" --to "$tmp"
 ls -1 "$tmp" | sed 's/^/      /'
 
-say "5/6 Resuming training from the restored checkpoint for $((MORE_STEPS - 600)) more steps"
+say "5/6 Resuming training from the restored checkpoint for $((MORE_STEPS - STEPS)) more steps"
 echo "    (resume_from_checkpoint is 'auto': the newest complete checkpoint in the output folder)"
 "$BIN/tess-train" "$CONFIG" --output_dir "$tmp" --max_steps "$MORE_STEPS"
 echo "    losses after the resume:"

@@ -123,7 +123,7 @@ def build_trainer(cfg):
     )
     if cfg.run.time_save_interval_seconds:
         trainer.add_callback(TimeSaveCallback(cfg.run.time_save_interval_seconds))
-    trainer.add_callback(CompletionMarkerCallback())
+    trainer.add_callback(CompletionMarkerCallback(trainer))
     loss_log = Path(training.output_dir) / LOSS_LOG
     trainer.add_callback(LossLogCallback(trainer, loss_log))
     n_params = sum(p.numel() for p in model.parameters())

@@ -48,6 +48,33 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def tess_loss(model, inputs, alpha_bars: torch.Tensor, diffusion: DiffusionArguments, vocab_size: int,
+              cpu_generator: torch.Generator | None = None, device_generator: torch.Generator | None = None):
+    """One TESS training loss: noise the clean tokens at a random t, maybe self-condition, denoise.
+
+    inputs: input_ids (B, L), span_mask (B, L), attention_mask (B, L). Timesteps and the
+    self-conditioning coin come from ``cpu_generator``, the (n, V) noise from
+    ``device_generator``; None means torch's global generators.
+    """
+    ids = inputs["input_ids"]  # (B, L)
+    span_mask = inputs["span_mask"].bool()  # (B, L): positions to generate
+    n_steps = diffusion.num_diffusion_steps
+    t = torch.randint(0, n_steps, (ids.shape[0],), generator=cpu_generator)  # (B,), on CPU: no device sync
+    batch_index = span_mask.nonzero(as_tuple=True)[0]  # (n,)
+    alpha = alpha_bars[t].to(ids.device)[batch_index]  # (n,)
+    labels = ids[span_mask]  # (n,)
+    x_t = noisy_simplex(labels, alpha, vocab_size, diffusion.simplex_value, generator=device_generator)  # (n, V)
+    common = dict(input_ids=ids, simplex=x_t, timesteps=scaled_timesteps(t, n_steps).to(ids.device),
+                  span_mask=span_mask, attention_mask=inputs.get("attention_mask"))
+    previous = None
+    if diffusion.self_condition is not None:
+        coin = torch.rand((), generator=cpu_generator)  # torch's CPU generator: checkpointed with the run
+        if coin.item() < SELF_CONDITION_PROBABILITY:
+            with torch.no_grad():
+                previous = model(**common).logits  # (n, V)
+    return model(**common, previous_pred=previous, labels=labels)
+
+
 class TessTrainer(Trainer):
     def __init__(self, *args, diffusion: DiffusionArguments, sample_dataset=None, conditional: str | None = None,
                  **kwargs):
@@ -59,35 +86,23 @@ class TessTrainer(Trainer):
         self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean; let Trainer scale for accumulation
         self.step_losses: list[torch.Tensor] = []
         self._eval_generators: tuple[torch.Generator, torch.Generator] | None = None
+        self.save_seconds: list[float] = []  # wall time of each checkpoint save, marker included
+        self._save_started: float | None = None
 
     # ---- the TESS loss ------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        ids = inputs["input_ids"]  # (B, L)
-        span_mask = inputs["span_mask"].bool()  # (B, L): positions to generate
-        attention_mask = inputs.get("attention_mask")
         cpu_gen, dev_gen = self._eval_generators if not model.training and self._eval_generators else (None, None)
-        vocab = self.model.config.vocab_size
-        n_steps = self.diffusion.num_diffusion_steps
-        t = torch.randint(0, n_steps, (ids.shape[0],), generator=cpu_gen)  # (B,), drawn on CPU: no device sync
-        batch_index = span_mask.nonzero(as_tuple=True)[0]  # (n,)
-        alpha = self.alpha_bars[t].to(ids.device)[batch_index]  # (n,)
-        labels = ids[span_mask]  # (n,)
-        x_t = noisy_simplex(labels, alpha, vocab, self.diffusion.simplex_value, generator=dev_gen)  # (n, V)
-        timesteps = scaled_timesteps(t, n_steps).to(ids.device)  # (B,)
-        common = dict(input_ids=ids, simplex=x_t, timesteps=timesteps, span_mask=span_mask,
-                      attention_mask=attention_mask)
-        previous = None
-        if self.diffusion.self_condition is not None:
-            coin = torch.rand((), generator=cpu_gen)  # torch's CPU generator: checkpointed with the run
-            if coin.item() < SELF_CONDITION_PROBABILITY:
-                with torch.no_grad():
-                    previous = model(**common).logits  # (n, V)
-        outputs = model(**common, previous_pred=previous, labels=labels)
+        outputs = tess_loss(model, inputs, self.alpha_bars, self.diffusion, self.model.config.vocab_size,
+                            cpu_gen, dev_gen)
         loss = outputs.loss
         if model.training:
             self.step_losses.append(loss.detach())
         return (loss, outputs) if return_outputs else loss
+
+    def _save_checkpoint(self, model, trial):
+        self._save_started = time.perf_counter()  # CompletionMarkerCallback reports the whole save
+        super()._save_checkpoint(model, trial)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -188,13 +203,20 @@ class TimeSaveCallback(TrainerCallback):
 class CompletionMarkerCallback(TrainerCallback):
     """After every rank has written checkpoint-N, rank 0 writes its completion marker."""
 
+    def __init__(self, trainer: TessTrainer):
+        self.trainer = trainer
+
     def on_save(self, args, state, control, **kwargs):
         _barrier()
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and ckpt.is_dir():
             write_checkpoint_marker(ckpt, state.global_step)
-            logger.info("checkpoint %s complete", ckpt)
         _barrier()  # nobody moves on (or rotates it away) before the marker exists
+        started, self.trainer._save_started = self.trainer._save_started, None
+        seconds = time.perf_counter() - started if started is not None else float("nan")
+        self.trainer.save_seconds.append(seconds)
+        if state.is_world_process_zero and ckpt.is_dir():
+            logger.info("checkpoint %s complete (%.2f s)", ckpt, seconds)
 
 
 class LossLogCallback(TrainerCallback):
