@@ -36,6 +36,7 @@ import logging
 import os
 import random
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from functools import lru_cache
@@ -67,6 +68,9 @@ RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "sharingRateLimitE
 DAILY_REASONS = {"uploadLimitExceeded", "dailyLimitExceeded", "quotaExceeded", "teamDriveFileLimitExceeded"}
 # How long ahead of expiry an access token is renewed before an upload starts.
 REFRESH_MARGIN_S = 600
+# How long a folder id found by listing is reused without asking again; short, because
+# another process (the daemon, while we restore or wait) may rename it meanwhile.
+LOOKUP_TTL_S = 10.0
 # Backoff: base * 2**attempt with jitter, capped; about 4 minutes in all at base 1 s.
 BACKOFF_CAP_S = 64.0
 MAX_ATTEMPTS = 9
@@ -306,8 +310,10 @@ class GDriveRemote:
         self._mkdir_lock = threading.Lock()  # one folder walk at a time: no twin folders
         self._local = threading.local()
         self._https: list[tuple[threading.Thread, Any]] = []
-        # What this process wrote or resolved: path relative to the URL folder -> id.
+        # What this process wrote, created or moved (path under the URL folder -> id). Only
+        # these overrule a listing; another process may rename what we merely looked up.
         self._dirs: dict[str, str] = {}
+        self._seen: dict[str, tuple[str, float]] = {}  # folders looked up: path -> (id, when)
         self._files: dict[str, RemoteFile] = {}
         self._file_ids: dict[str, str] = {}
         self._where: dict[str, str] = {}  # id -> path, for ids above
@@ -466,7 +472,7 @@ class GDriveRemote:
             if self._base_id is None:
                 cur: str | None = self._root()
                 for part in self._parts:
-                    cur = self._child_folder(cur, part, create)
+                    cur, _ = self._child_folder(cur, part, create)
                     if cur is None:
                         return None
                 self._base_id = cur
@@ -499,15 +505,17 @@ class GDriveRemote:
         with self._lock:
             return [m for m in metas if self._where.get(m["id"], rel) == rel]
 
-    def _child_folder(self, parent_id: str, title: str, create: bool, rel: str | None = None) -> str | None:
+    def _child_folder(self, parent_id: str, title: str, create: bool,
+                      rel: str | None = None) -> tuple[str | None, bool]:
+        """(id, whether we created it) of the folder ``title`` in ``parent_id``."""
         found = self._children(parent_id, title, folders_only=True)
         if rel is not None:
             found = self._not_moved(found, rel)
         if found:  # twins (made by another client): the oldest, the same choice every time
-            return min(found, key=lambda m: (m.get("createdDate", ""), m["id"]))["id"]
+            return min(found, key=lambda m: (m.get("createdDate", ""), m["id"]))["id"], False
         if not create:
-            return None
-        return self._create_folder(parent_id, title)
+            return None, False
+        return self._create_folder(parent_id, title), True
 
     def _create_folder(self, parent_id: str, title: str) -> str:
         from googleapiclient.errors import HttpError
@@ -534,22 +542,35 @@ class GDriveRemote:
         base = self._base(create)
         if base is None or not rel:
             return base
-        with self._lock:
-            if rel in self._dirs:
-                return self._dirs[rel]
+        known = self._known_dir(rel)
+        if known is not None:
+            return known
         with self._mkdir_lock:
             cur, walked = base, ""
             for part in rel.split("/"):
                 walked = join(walked, part)
-                with self._lock:
-                    known = self._dirs.get(walked)
+                known = self._known_dir(walked)
                 if known is None:
-                    known = self._child_folder(cur, part, create, walked)
+                    known, created = self._child_folder(cur, part, create, walked)
                     if known is None:
                         return None
-                    self._remember_dir(walked, known)
+                    if created:
+                        self._remember_dir(walked, known)
+                    else:
+                        with self._lock:
+                            self._seen[walked] = (known, time.monotonic())
                 cur = known
             return cur
+
+    def _known_dir(self, rel: str) -> str | None:
+        """A folder id without asking Drive: one we made or moved, or one looked up just now."""
+        with self._lock:
+            if rel in self._dirs:
+                return self._dirs[rel]
+            hit = self._seen.get(rel)
+            if hit is not None and time.monotonic() - hit[1] < LOOKUP_TTL_S:
+                return hit[0]
+            return None
 
     def _remember_dir(self, rel: str, fid: str) -> None:
         with self._lock:
@@ -573,6 +594,7 @@ class GDriveRemote:
                     self._where.pop(table.pop(key), None)
             for key in [k for k in self._files if k == rel or k.startswith(rel + "/")]:
                 del self._files[key]
+            self._seen.clear()
             self._gone |= ids
 
     def _pick(self, rel: str, candidates: list[dict[str, Any]]) -> dict[str, Any]:
@@ -848,6 +870,9 @@ class GDriveRemote:
                 rf = self._files.pop(key)
                 new = dst + key[len(src):]
                 self._files[new] = RemoteFile(new, rf.size, rf.md5)
+            self._seen.clear()
+            self._dirs[dst] = fid  # ours now: it overrules listings that still show src
+            self._where[fid] = dst
 
     def quota(self) -> Quota:
         with self._mkdir_lock:

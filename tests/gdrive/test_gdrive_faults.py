@@ -332,3 +332,16 @@ def test_listing_of_a_folder_renamed_meanwhile(make_remote, drive):
     assert r.list_dirs("run") == ["c"]
     assert r.list_files("run/c.partial") == []
     assert [f.path for f in r.list_files("run")] == ["c/sub/a", "c/sub/b"]
+
+
+def test_a_reader_follows_a_rename_made_by_another_process(make_remote, drive, monkeypatch):
+    import syncd.remotes.gdrive as gd
+
+    writer, reader = make_remote(), make_remote()
+    writer.write_bytes("run/checkpoint-1.partial/syncd-manifest.json", b"{}")
+    assert reader.stat("run/checkpoint-1.partial/syncd-manifest.json") is not None  # looked up
+    writer.rename_dir("run/checkpoint-1.partial", "run/checkpoint-1")
+    monkeypatch.setattr(gd, "LOOKUP_TTL_S", 0.0)  # as after a poll interval
+    assert reader.list_dirs("run") == ["checkpoint-1"]
+    assert reader.stat("run/checkpoint-1/syncd-manifest.json") is not None
+    assert reader.stat("run/checkpoint-1.partial/syncd-manifest.json") is None
