@@ -629,8 +629,15 @@ class GDriveRemote:
             dirs = dict(self._dirs)
         for m in listed:
             seen_at = where.get(m["id"])
-            if seen_at is None or seen_at == join(prefix, m["title"]):  # a lagging listing: trust our writes
-                names.add(m["title"])
+            if seen_at is not None:  # ours: where we put it wins over a lagging listing
+                if seen_at == join(prefix, m["title"]):
+                    names.add(m["title"])
+                continue
+            # Another process may have renamed or deleted it since (Drive listings lag,
+            # reads by id do not): ask for this one folder as it is now.
+            now = self._get_meta(f"list {prefix or '/'}", m["id"])
+            if now is not None and any(p["id"] == fid for p in now.get("parents", [])):
+                names.add(now["title"])
         for rel in dirs:
             head, tail = _split(rel)
             if head == prefix and rel:
@@ -678,23 +685,12 @@ class GDriveRemote:
 
     def _lookup(self, rel: str) -> dict[str, Any] | None:
         """Metadata of the file at ``rel``: by the id we know, else by title."""
-        from googleapiclient.errors import HttpError
-
         rel = rel.strip("/")
         with self._lock:
             fid = self._file_ids.get(rel)
         if fid is not None:
-            def get() -> Any:
-                try:
-                    return self._service.files().get(fileId=fid, supportsAllDrives=True, fields=FILE_FIELDS).execute(
-                        http=self._http())
-                except HttpError as e:
-                    if e.resp.status == 404:
-                        return None
-                    raise
-
-            meta = self._call(f"stat {rel}", get)
-            if meta is not None and not meta.get("labels", {}).get("trashed"):
+            meta = self._get_meta(f"stat {rel}", fid)
+            if meta is not None:
                 return meta
             self._forget(rel, {fid})
         head, title = _split(rel)
@@ -702,7 +698,31 @@ class GDriveRemote:
         if parent is None or not title:
             return None
         cands = [m for m in self._not_moved(self._children(parent, title), rel) if self._is_file(m)]
-        return self._pick(rel, cands) if cands else None
+        while cands:  # the listing may still show a file deleted or moved since: check by id
+            pick = self._pick(rel, cands)
+            meta = self._get_meta(f"stat {rel}", pick["id"])
+            if meta is not None and meta["title"] == title and any(p["id"] == parent for p in meta["parents"]):
+                return meta
+            cands.remove(pick)
+        return None
+
+    def _get_meta(self, op: str, fid: str) -> dict[str, Any] | None:
+        """Current metadata by id (consistent, unlike listings); None if gone or trashed."""
+        from googleapiclient.errors import HttpError
+
+        def get() -> Any:
+            try:
+                return self._service.files().get(fileId=fid, supportsAllDrives=True, fields=FILE_FIELDS).execute(
+                    http=self._http())
+            except HttpError as e:
+                if e.resp.status == 404:
+                    return None
+                raise
+
+        meta = self._call(op, get)
+        if meta is None or meta.get("labels", {}).get("trashed"):
+            return None
+        return meta
 
     def stat(self, path: str) -> RemoteFile | None:
         meta = self._lookup(path)

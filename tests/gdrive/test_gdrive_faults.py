@@ -345,3 +345,15 @@ def test_a_reader_follows_a_rename_made_by_another_process(make_remote, drive, m
     assert reader.list_dirs("run") == ["checkpoint-1"]
     assert reader.stat("run/checkpoint-1/syncd-manifest.json") is not None
     assert reader.stat("run/checkpoint-1.partial/syncd-manifest.json") is None
+
+
+def test_a_reader_does_not_see_what_another_process_just_deleted(make_remote, drive):
+    writer, reader = make_remote(), make_remote()
+    writer.write_bytes("run/checkpoint-1/syncd-manifest.json", b"{}")
+    writer.write_bytes("run/checkpoint-2/syncd-manifest.json", b"{}")
+    drive.settle()
+    drive.lag_s = 30.0  # the deletes below stay invisible to listings
+    writer.delete("run/checkpoint-1")
+    writer.delete("run/checkpoint-2/syncd-manifest.json")
+    assert reader.list_dirs("run") == ["checkpoint-2"]
+    assert reader.stat("run/checkpoint-2/syncd-manifest.json") is None
