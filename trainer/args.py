@@ -215,14 +215,15 @@ def _check_choices(model: ModelArguments, data: DataArguments, diffusion: Diffus
                           f"or null, not {data.conditional_generation!r}")
     if diffusion.sampling_type not in ("argmax", "sample"):
         raise ConfigError(f"config key sampling_type must be argmax or sample, not {diffusion.sampling_type!r}")
-    for name, value, low in (("simplex_value", diffusion.simplex_value, 0.0),
-                             ("num_diffusion_steps", diffusion.num_diffusion_steps, 1),
+    for name, value in (("simplex_value", diffusion.simplex_value), ("temperature", diffusion.temperature)):
+        if value <= 0:
+            raise ConfigError(f"config key {name} must be positive, not {value!r}")
+    for name, value, low in (("num_diffusion_steps", diffusion.num_diffusion_steps, 1),
                              ("num_inference_diffusion_steps", diffusion.num_inference_diffusion_steps, 1),
                              ("max_seq_length", data.max_seq_length, 4),
-                             ("eval_num_samples", diffusion.eval_num_samples, 0),
-                             ("temperature", diffusion.temperature, 0.0)):
-        if value < low or (low == 0.0 and isinstance(low, float) and value == 0):
-            raise ConfigError(f"config key {name} must be above {low:g}, not {value!r}")
+                             ("eval_num_samples", diffusion.eval_num_samples, 0)):
+        if value < low:
+            raise ConfigError(f"config key {name} must be at least {low}, not {value!r}")
     if diffusion.top_p is not None and not 0 < diffusion.top_p <= 1:
         raise ConfigError(f"config key top_p must be in (0, 1], not {diffusion.top_p!r}")
     if run.torch_num_threads is not None and run.torch_num_threads < 1:

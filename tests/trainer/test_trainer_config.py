@@ -36,9 +36,13 @@ def run_main(capsys, argv):
         ({"syncd_intervall_seconds": 5}, "unknown config key syncd_intervall_seconds"),
         ({"eval_strategy": "sometimes"}, "invalid training arguments"),
         ({"output_dir": None}, "has no output_dir"),
+        ({"simplex_value": 0}, "config key simplex_value must be positive"),
+        ({"num_inference_diffusion_steps": 0}, "config key num_inference_diffusion_steps must be at least 1"),
+        ({"model_config": {"hidden_sise": 8}}, "unknown model_config key hidden_sise"),
     ],
     ids=["unknown-key", "int-type", "float-type", "bool-type", "self-condition", "conditional", "missing-train",
-         "no-train", "syncd-value", "syncd-unknown", "hf-enum", "no-output-dir"],
+         "no-train", "syncd-value", "syncd-unknown", "hf-enum", "no-output-dir", "simplex-value", "inference-steps",
+         "model-config-key"],
 )
 def test_bad_config_is_one_clear_line(tmp_path, capsys, overrides, message):
     cfg = write_config(tmp_path, **overrides)
