@@ -81,11 +81,11 @@ def span_infilling_mask(content: Sequence[bool], rng: random.Random, ratio: floa
     def segments(total: int) -> list[int]:
         cuts = sorted(rng.sample(range(1, total), num_spans - 1)) if num_spans > 1 else []
         bounds = [0, *cuts, total]
-        return [b - a for a, b in zip(bounds, bounds[1:])]
+        return [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
 
     noise, keep = segments(num_noise), segments(n - num_noise)
     pos = 0
-    for k_len, n_len in zip(keep, noise):
+    for k_len, n_len in zip(keep, noise, strict=True):
         pos += k_len
         for j in range(pos, pos + n_len):
             out[idx[j]] = True
@@ -127,7 +127,7 @@ def tokenize_function(tokenizer, mode: str | None, max_seq_length: int, pad_to_m
             special = enc["special_tokens_mask"][i]
             mask = build_span_mask(mode, line, enc["offset_mapping"][i], special, rng, ratio, mean_span_length)
             attn = enc["attention_mask"][i]
-            span_masks.append([int(m and a) for m, a in zip(mask, attn)])
+            span_masks.append([int(m and a) for m, a in zip(mask, attn, strict=True)])
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "span_mask": span_masks}
 
     return tokenize

@@ -249,7 +249,7 @@ class LossLogCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
-                for (step, _), value in zip(self.pending, values):
+                for (step, _), value in zip(self.pending, values, strict=True):
                     f.write(json.dumps({"step": step, "loss": value}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())

@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from trainer_testlib import REPO, subprocess_env, tiny_config, write_config
 
 from trainer.__main__ import main
 from trainer.args import parse_config
-
-from trainer_testlib import REPO, subprocess_env, tiny_config, write_config
 
 
 def run_main(capsys, argv):

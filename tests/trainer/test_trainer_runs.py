@@ -91,15 +91,16 @@ def test_final_model_and_marker(long_run):
 
 @pytest.mark.parametrize("mode", SELF_CONDITION_MODES)
 def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path, procs, one_thread, mode):
-    reference = write_config(tmp_path / "ref" if (tmp_path / "ref").mkdir() is None else None,
-                             self_condition=mode)
-    run_in_process(reference)
+    # Evaluation (loss and samples) at step 15 must not shift the training randomness either.
+    run_opts = dict(self_condition=mode, eval_strategy="steps", eval_steps=15)
+    (tmp_path / "ref").mkdir()
+    run_in_process(write_config(tmp_path / "ref", **run_opts))
     expected = read_losses(tmp_path / "ref" / "out")
     assert sorted(expected) == list(range(1, 31))
 
     (tmp_path / "killed").mkdir()
     # The killed run is told to go on for ever (the LR is constant, so max_steps changes nothing else).
-    cfg = write_config(tmp_path / "killed", self_condition=mode)
+    cfg = write_config(tmp_path / "killed", **run_opts)
     log = tmp_path / "killed.log"
     p = procs.start([str(cfg), "--max_steps", "100000"], log)
     marker = tmp_path / "killed" / "out" / "checkpoint-10" / "checkpoint-complete.json"
