@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=512)
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--step-sleep", type=float, default=0.0)
+    p.add_argument("--save-final", action="store_true", help="trainer.save_model() at the end")
     p.add_argument("--resume", default=None, help="'auto' for the newest checkpoint, or a path")
     a = p.parse_args()
     torch.manual_seed(0)
@@ -67,6 +68,8 @@ def main() -> None:
     trainer = Trainer(model=model, args=args, train_dataset=RandomMLM(64, 16, a.vocab),
                       callbacks=[Slow(a.step_sleep)] if a.step_sleep else [])
     trainer.train(resume_from_checkpoint=True if a.resume == "auto" else a.resume)
+    if a.save_final:
+        trainer.save_model()
     print(f"GLOBAL_STEP {trainer.state.global_step}", flush=True)
 
 
