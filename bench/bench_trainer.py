@@ -60,17 +60,6 @@ def tiny_roberta_config(vocab_size: int) -> RobertaConfig:
                          **TINY["model_config"])
 
 
-def time_steps(step, steps: int, warmup: int = 5) -> list[float]:
-    for _ in range(warmup):
-        step()
-    out = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def bench_steps(steps: int) -> None:
     batch = tiny_batch(TINY["per_device_train_batch_size"])
     vocab = batch.pop("vocab_size")
@@ -90,7 +79,7 @@ def bench_steps(steps: int) -> None:
         plain_opt.step()
         plain_opt.zero_grad(set_to_none=True)
 
-    results = {}
+    variants = {"plain RobertaForMaskedLM step": plain_step}
     for mode in (TINY["self_condition"], None):
         torch.manual_seed(0)
         cfg = tiny_roberta_config(vocab)
@@ -108,21 +97,44 @@ def bench_steps(steps: int) -> None:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        results[mode] = time_steps(tess_step, steps)
-    base = time_steps(plain_step, steps)
+        variants[f"TESS step, self_condition={mode}"] = tess_step
 
-    b = statistics.median(base)
+    # Interleaved, so that load from anything else on the machine hits every variant alike.
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(steps + 5):
+        for name, step in variants.items():
+            t0 = time.perf_counter()
+            step()
+            if i >= 5:  # warm-up
+                times[name].append(time.perf_counter() - t0)
+
     n = int(span.sum())
     print(f"step time, tiny model ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {vocab}), "
           f"batch {span.shape[0]} x {span.shape[1]} tokens, {n} generated positions, "
-          f"{torch.get_num_threads()} thread(s), median of {steps}:")
-    print(f"  plain RobertaForMaskedLM step        {b * 1e3:8.2f} ms   1.00x")
-    for mode, times in results.items():
-        m = statistics.median(times)
-        mean = statistics.mean(times)
-        label = f"TESS step, self_condition={mode}"
-        print(f"  {label:<37}{m * 1e3:8.2f} ms   {m / b:.2f}x  (mean {mean * 1e3:.2f} ms, {mean / statistics.mean(base):.2f}x)")
+          f"{torch.get_num_threads()} thread(s), {steps} interleaved steps each:")
+    print("  (mean over steps: the self-conditioning pass runs on half of them, so the mean is the real cost)")
+    base = statistics.mean(times["plain RobertaForMaskedLM step"])
+    for name, ts in times.items():
+        m = statistics.mean(ts)
+        print(f"  {name:<43}{m * 1e3:8.2f} ms   {m / base:.2f}x   (median {statistics.median(ts) * 1e3:.2f} ms)")
     print("  target: TESS step at most 1.6x the plain step")
+
+
+class FlushBeforeSave:
+    """Flush dirty pages before each save, as before each cp, so neither pays for the other's writes."""
+
+    def __getattr__(self, name):
+        if name.startswith("on_"):
+            return self._noop
+        raise AttributeError(name)
+
+    @staticmethod
+    def _noop(args, state, control, **kwargs):
+        return None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            os.sync()
 
 
 def bench_save(name: str, config: RobertaConfig, batch_shape: tuple[int, int], repeats: int) -> None:
@@ -151,6 +163,7 @@ def bench_save(name: str, config: RobertaConfig, batch_shape: tuple[int, int], r
                               processing_class=tok, diffusion=DiffusionArguments(self_condition="logits_addition",
                                                                                  num_diffusion_steps=500))
         trainer.add_callback(CompletionMarkerCallback(trainer))
+        trainer.add_callback(FlushBeforeSave())
         trainer.train()
         saves = trainer.save_seconds
         ckpt = out / f"checkpoint-{repeats}"
@@ -158,6 +171,7 @@ def bench_save(name: str, config: RobertaConfig, batch_shape: tuple[int, int], r
         cps = []
         for i in range(repeats):
             dest = Path(tmp) / f"copy-{i}"
+            os.sync()  # both sides start with no dirty pages left by the other
             t0 = time.perf_counter()
             subprocess.run(["cp", "-r", str(ckpt), str(dest)], check=True)
             cps.append(time.perf_counter() - t0)
@@ -170,7 +184,7 @@ def bench_save(name: str, config: RobertaConfig, batch_shape: tuple[int, int], r
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per variant")
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the tiny config uses 1)")
     parser.add_argument("--no-base", action="store_true", help="skip the roberta-base-sized save")
     args = parser.parse_args()
