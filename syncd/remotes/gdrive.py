@@ -233,7 +233,11 @@ class _SaveSessionOnce:
 
 
 class _RangeReader(io.RawIOBase):
-    """A Drive file as a read-only stream: one ranged GET per chunk, nothing more held."""
+    """A Drive file as a read-only stream: one ranged GET per chunk, at most one chunk held.
+
+    Small reads are served from the last chunk fetched, so a caller reading 8 KiB at a
+    time still costs one request per chunk, not one per read.
+    """
 
     def __init__(self, remote: GDriveRemote, rel: str, file_id: str, size: int, chunk_bytes: int) -> None:
         self._remote = remote
@@ -241,17 +245,14 @@ class _RangeReader(io.RawIOBase):
         self._uri = remote._service.files().get_media(fileId=file_id, supportsAllDrives=True).uri
         self._size = size
         self._chunk = chunk_bytes
-        self._pos = 0
+        self._pos = 0  # next byte to fetch from Drive
+        self._buf = memoryview(b"")  # fetched, not yet handed out
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: Any) -> int:
-        if self._pos >= self._size:
-            return 0
-        n = min(len(b), self._chunk, self._size - self._pos)
-        if n <= 0:
-            return 0
+    def _fetch(self) -> None:
+        n = min(self._chunk, self._size - self._pos)
         first, last = self._pos, self._pos + n - 1
 
         def fetch() -> bytes:
@@ -268,9 +269,27 @@ class _RangeReader(io.RawIOBase):
         data = self._remote._call(f"read {self._rel}", fetch)
         if len(data) != n:
             raise RemoteError(f"read {self._rel}: Drive sent {len(data)} bytes for a range of {n}")
-        b[:n] = data
+        self._buf = memoryview(data)
         self._pos += n
+
+    def readinto(self, b: Any) -> int:
+        if not self._buf:
+            if self._pos >= self._size:
+                return 0
+            self._fetch()
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
         return n
+
+    def readall(self) -> bytes:
+        parts = [bytes(self._buf)]
+        self._buf = memoryview(b"")
+        while self._pos < self._size:
+            self._fetch()
+            parts.append(bytes(self._buf))
+            self._buf = memoryview(b"")
+        return b"".join(parts)
 
 
 class GDriveRemote:

@@ -87,6 +87,13 @@ def test_ranged_reads_are_chunked(remote, drive, tmp_path):
             parts.append(block)
     assert b"".join(parts) == data
     assert drive.count["media"] - before == 6  # one ranged GET per chunk, never the whole file
+    for size in (1, 8192, 3 * CHUNK):  # small reads do not cost a request each
+        before = drive.count["media"]
+        with remote.open_read("big") as fh:
+            got = b"".join(iter(lambda: fh.read(size), b""))  # noqa: B023
+        assert got == data and drive.count["media"] - before == 6
+    before = drive.count["media"]
+    assert remote.open_read("big").read() == data and drive.count["media"] - before == 6
 
 
 def test_rename_dir_and_delete(remote, drive, tmp_path):
