@@ -48,23 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class Run:
-    """Everything built from one config."""
-
-    def __init__(self, cfg, trainer, resume, loss_log: Path):
-        self.cfg = cfg
-        self.trainer = trainer
-        self.resume = resume
-        self.loss_log = loss_log
-
-
-def build(cfg) -> Run:
+def build(cfg):
     from .build import build_trainer
 
     return build_trainer(cfg)
 
 
-def train(run: Run) -> None:
+def train(run) -> None:
     from .resume import plan_resume
     from .tess_trainer import truncate_loss_log
 
@@ -90,7 +80,7 @@ def _step_of(path: Path) -> int:
         return 0
 
 
-def save_final(run: Run) -> None:
+def save_final(run) -> None:
     from syncd.checkpoints import write_final_marker
 
     trainer, output_dir = run.trainer, Path(run.cfg.training.output_dir)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from syncd.errors import ConfigError
 
@@ -86,10 +88,18 @@ def build_datasets(cfg, tokenizer):
     return train, evaluation
 
 
-def build_trainer(cfg):
-    from transformers import set_seed
+@dataclass
+class Run:
+    """Everything built from one config."""
 
-    from .__main__ import Run
+    cfg: Any  # args.TrainConfig
+    trainer: TessTrainer
+    resume: Any  # resume.ResumePlan, once decided
+    loss_log: Path
+
+
+def build_trainer(cfg) -> Run:
+    from transformers import set_seed
 
     training = cfg.training
     if cfg.run.torch_num_threads:
