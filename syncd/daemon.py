@@ -42,6 +42,7 @@ from .checkpoints import (
 )
 from .config import SyncConfig
 from .errors import Cancelled, RemoteError, SyncdError
+from .faults import crash_point
 from .fsutil import atomic_write_json, read_json
 from .locking import DaemonLock
 from .manifest import MANIFEST_NAME, Manifest
@@ -378,6 +379,7 @@ class Daemon:
     def _stage_jobs(self, ckpts: list[LocalCheckpoint]) -> list[UploadJob]:
         jobs = []
         for c in ckpts:
+            crash_point("before_stage")
             path = stage(c, self.staging)
             if path is not None:
                 jobs.append(UploadJob(c.name, None if c.is_final else c.step, path))
@@ -407,6 +409,7 @@ class Daemon:
                     else:
                         self.remote.delete(join(path, MANIFEST_NAME))
                     self.index.forget(e.name)
+                    crash_point("mid_prune")
                 self.remote.delete(path)
             except RemoteError as err:
                 self._error(f"{e.name}: remote delete failed: {err}")
@@ -424,6 +427,7 @@ class Daemon:
         except OSError as e:
             self._error(f"{ckpt.name}: cannot retire: {e.strerror}")
             return
+        crash_point("mid_retire")
         shutil.rmtree(dest, ignore_errors=True)
         why = "complete" if ckpt.complete else f"incomplete and stale: {ckpt.reason}"
         log.info("%s: local copy retired (%s)", ckpt.name, why)

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from .checkpoints import LocalCheckpoint, LocalFile, walk_files
+from .faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def stage(ckpt: LocalCheckpoint, staging_root: Path) -> Path | None:
                 shutil.copy2(src, dst, follow_symlinks=False)
             if dst.stat().st_size != f.size:
                 raise FileNotFoundError(f"{src} changed while staging")
+            crash_point("mid_stage")
     except FileNotFoundError as e:
         log.info("%s: source changed or vanished while staging (%s); skipped", ckpt.name, e)
         shutil.rmtree(tmp, ignore_errors=True)

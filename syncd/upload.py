@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .checkpoints import LocalFile, walk_files
 from .errors import Cancelled, IntegrityError
+from .faults import crash_point
 from .fsutil import atomic_write_json, read_json
 from .manifest import MANIFEST_NAME, Manifest, build_manifest
 from .remote_state import OLD, PARTIAL, RemoteIndex, read_manifest
@@ -106,11 +107,17 @@ class Uploader:
 
     # -- transfer ----------------------------------------------------------
     def _send_one(self, job: UploadJob, folder: str, f: LocalFile, cancel: threading.Event) -> Digest:
+        sent = 0
+
         def progress(n: int) -> None:
+            nonlocal sent
             if cancel.is_set():
                 raise Cancelled()
             self.throttle(n)
             self.on_bytes(n)
+            sent += n
+            if sent * 2 >= f.size:
+                crash_point("mid_file")
 
         dest = join(folder, f.path)
         for attempt in (1, 2):
@@ -210,12 +217,14 @@ class Uploader:
 
     def _commit(self, target: str, folder: str, manifest: Manifest) -> None:
         path = join(folder, MANIFEST_NAME)
+        crash_point("before_manifest")
         self.remote.write_bytes(path, manifest.to_json())
         back = read_manifest(self.remote, path)
         if back.files != manifest.files:
             raise IntegrityError(f"{path}: manifest read back differs from what was written")
         if folder == target:
             return
+        crash_point("before_rename")
         self.index.forget(manifest.name)
         if self.remote.stat(join(target, MANIFEST_NAME)) is not None or self.remote.list_files(target):
             # An older commit of the same name (the final model saved again): keep it
