@@ -52,6 +52,16 @@ def _restore_from_remote(sync: SyncConfig) -> Path | None:
         return None
 
 
+def _warn_if_unmounted(remote_url: str) -> None:
+    """A folder remote whose parent is missing too is most often a Drive that is not mounted."""
+    if "://" in remote_url:
+        return
+    folder = Path(remote_url)
+    if not folder.exists() and not folder.parent.exists():
+        logger.warning("remote folder %s does not exist, nor does %s: if it is a mounted drive, mount it "
+                       "first, or this run starts from scratch", folder, folder.parent)
+
+
 def plan_resume(setting: Any, sync: SyncConfig, *, restore=_restore_from_remote) -> ResumePlan:
     """Decide where to resume from; may restore from the remote (step 2 above)."""
     output_dir = sync.output_dir
@@ -70,6 +80,7 @@ def plan_resume(setting: Any, sync: SyncConfig, *, restore=_restore_from_remote)
         return ResumePlan(local.path, f"resuming from {local.path} (newest complete local checkpoint, "
                                       f"step {local.step})")
     if sync.remote_url:
+        _warn_if_unmounted(sync.remote_url)
         restored = restore(sync)
         if restored is not None:
             return ResumePlan(restored, f"resuming from {restored}, restored from the remote {sync.remote_url}")

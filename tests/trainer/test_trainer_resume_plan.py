@@ -100,3 +100,11 @@ def test_empty_remote_and_empty_folder_start_fresh(tmp_path):
     (tmp_path / "remote").mkdir()
     plan = plan_resume("auto", sync_cfg(tmp_path, tmp_path / "remote"))
     assert plan.fresh and "or on the remote" in plan.why
+
+
+def test_unmounted_looking_remote_is_warned_about(tmp_path, caplog):
+    remote = tmp_path / "drive" / "MyDrive" / "tess_backups"  # neither it nor its parent exists
+    with caplog.at_level("WARNING", logger="tessync.trainer"):
+        plan = plan_resume("auto", sync_cfg(tmp_path, remote))
+    assert plan.fresh
+    assert any("mount it first" in r.getMessage() for r in caplog.records)
