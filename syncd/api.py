@@ -12,7 +12,7 @@ from .config import SyncConfig
 from .errors import RemoteError
 from .locking import running_pid
 from .remote_state import RemoteCheckpoint, RemoteIndex
-from .remotes import open_remote
+from .remotes import Remote, open_remote
 from .restore import restore as _restore
 
 log = logging.getLogger("syncd")
@@ -22,9 +22,14 @@ def restore(cfg: SyncConfig, step: int | None = None, to: Path | None = None, pr
     """Newest (or ``step``) committed checkpoint into ``(to or output_dir)/checkpoint-N``, verified."""
     remote = open_remote(cfg)
     try:
-        return _restore(remote, cfg.run_name, Path(to) if to else cfg.output_dir, step=step, progress=progress)
+        return _restore(remote, cfg.run_name, Path(to) if to else cfg.output_dir, step=step, progress=progress,
+                        key=cfg.manifest_key)
     finally:
         remote.close()
+
+
+def index_for(cfg: SyncConfig, remote: Remote) -> RemoteIndex:
+    return RemoteIndex(remote, cfg.run_name, cfg.manifest_key)
 
 
 def daemon_running(output_dir: Path) -> bool:
@@ -67,7 +72,7 @@ def wait_committed(cfg: SyncConfig, timeout_seconds: float, include_final: bool 
                    poll_seconds: float = 0.5) -> bool:
     """Block until the newest complete checkpoint (and the final model) is committed."""
     remote = open_remote(cfg)
-    index = RemoteIndex(remote, cfg.run_name)
+    index = index_for(cfg, remote)
     deadline = time.monotonic() + timeout_seconds
     try:
         while True:

@@ -18,7 +18,6 @@ from .config import KEYS, SyncConfig, load_config, parse_overrides, read_config_
 from .errors import ConfigError, IntegrityError, SyncdError
 from .fsutil import read_json
 from .locking import running_pid
-from .remote_state import RemoteIndex
 from .remotes import open_remote
 from .remotes.base import hash_stream, join
 
@@ -163,7 +162,7 @@ def _gather(cfg: SyncConfig) -> dict:
         try:
             remote = open_remote(cfg)
             try:
-                for e in RemoteIndex(remote, cfg.run_name).scan():
+                for e in api.index_for(cfg, remote).scan():
                     row = rows.setdefault(e.base, {"name": e.base, "step": e.step, "local": None,
                                                    "local_bytes": None, "age_seconds": None,
                                                    "remote": None, "remote_bytes": None})
@@ -255,7 +254,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     remote = open_remote(cfg)
     try:
-        entries = RemoteIndex(remote, cfg.run_name).scan()
+        entries = api.index_for(cfg, remote).scan()
     finally:
         remote.close()
     for e in sorted(entries, key=lambda e: (e.step is None, e.step or 0)):
@@ -274,7 +273,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     if running_pid(cfg.state_dir) is None:
         remote = open_remote(cfg)
         try:
-            left = api.pending(cfg, RemoteIndex(remote, cfg.run_name).scan())
+            left = api.pending(cfg, api.index_for(cfg, remote).scan())
         finally:
             remote.close()
         if left:
@@ -302,7 +301,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     bad = 0
     checked = 0
     try:
-        entries = RemoteIndex(remote, cfg.run_name).scan()
+        entries = api.index_for(cfg, remote).scan()
         for e in sorted(entries, key=lambda e: (e.step is None, e.step or 0)):
             if e.error and not e.partial:
                 print(f"{e.name}: BAD manifest: {e.error}")

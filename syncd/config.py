@@ -60,6 +60,8 @@ KEYS: dict[str, Key] = {
     "syncd_gdrive_credentials": Key(str, None, nullable=True),
     "syncd_gdrive_root_id": Key(str, None, nullable=True),
     "syncd_gdrive_root_url": Key(str, None, nullable=True),
+    # Secret for HMAC-signed manifests: restore then refuses a remote forged without it.
+    "syncd_manifest_key": Key(str, None, nullable=True),
     # Resumable upload chunk; Drive needs multiples of 256 KiB.
     "syncd_gdrive_chunk_mb": Key(float, 8.0, minimum=0.25),
 }
@@ -85,6 +87,7 @@ class SyncConfig:
     gdrive_root_id: str | None
     gdrive_root_url: str | None
     gdrive_chunk_mb: float
+    manifest_key: str | None = field(default=None, repr=False)
     source: str = "<dict>"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -219,6 +222,7 @@ def build_config(
         gdrive_root_id=values["syncd_gdrive_root_id"],
         gdrive_root_url=values["syncd_gdrive_root_url"],
         gdrive_chunk_mb=chunk_mb,
+        manifest_key=values["syncd_manifest_key"],
         source=source,
         raw=merged,
     )

@@ -188,7 +188,7 @@ class Daemon:
             self.remote.delete(probe)
         except RemoteError as e:
             raise RemoteError(f"remote {self.cfg.remote_url} is not writable: {e}") from None
-        self.index = RemoteIndex(self.remote, self.cfg.run_name)
+        self.index = RemoteIndex(self.remote, self.cfg.run_name, self.cfg.manifest_key)
         self.uploader = Uploader(self.remote, self.index, self.state_dir, workers=self.cfg.upload_workers,
                                  bwlimit_mbps=self.cfg.bwlimit_mbps, on_bytes=self._on_bytes)
 

@@ -5,11 +5,16 @@
         syncd-manifest.json   written last; its presence and validity IS the commit
 
 A manifest read from a remote is untrusted input: it is schema-checked and every
-path must stay inside its checkpoint folder before anything acts on it.
+path must stay inside its checkpoint folder before anything acts on it. With
+``syncd_manifest_key`` set, manifests also carry ``"hmac"``: HMAC-SHA256 of the
+canonical JSON of every other key, so someone who can write to the remote but lacks
+the key cannot forge a checkpoint that restore would accept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Iterable
@@ -45,8 +50,8 @@ class Manifest:
     def size_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
-    def to_json(self) -> bytes:
-        doc = {
+    def to_json(self, key: str | None = None) -> bytes:
+        doc: dict = {
             "format": FORMAT,
             "run": self.run,
             "name": self.name,
@@ -56,7 +61,15 @@ class Manifest:
                 {"path": f.path, "size": f.size, "md5": f.md5, "sha256": f.sha256} for f in self.files
             ],
         }
+        if key:
+            doc["hmac"] = sign(doc, key)
         return (json.dumps(doc, indent=1) + "\n").encode()
+
+
+def sign(doc: dict, key: str) -> str:
+    body = {k: v for k, v in doc.items() if k != "hmac"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()
 
 
 def build_manifest(run: str, name: str, step: int | None, digests: Iterable[tuple[str, Digest]]) -> Manifest:
@@ -83,14 +96,23 @@ def safe_relpath(path: object) -> str:
     return path
 
 
-def parse_manifest(data: bytes, *, where: str = "manifest") -> Manifest:
-    """Parse and validate an untrusted manifest; raises IntegrityError on any defect."""
+def parse_manifest(data: bytes, *, where: str = "manifest", key: str | None = None) -> Manifest:
+    """Parse and validate an untrusted manifest; raises IntegrityError on any defect.
+
+    With ``key``, an unsigned or wrongly signed manifest is a defect too.
+    """
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise IntegrityError(f"{where} is not valid JSON ({e})") from None
     if not isinstance(doc, dict):
         raise IntegrityError(f"{where} is not a JSON object")
+    if key:
+        mac = doc.get("hmac")
+        if not isinstance(mac, str):
+            raise IntegrityError(f"{where} is not signed, but syncd_manifest_key is set")
+        if not hmac.compare_digest(mac, sign(doc, key)):
+            raise IntegrityError(f"{where} has a wrong signature (tampered, or another syncd_manifest_key)")
     if doc.get("format") != FORMAT:
         raise IntegrityError(f"{where} has unsupported format {doc.get('format')!r}")
     files = doc.get("files")

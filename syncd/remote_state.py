@@ -53,7 +53,7 @@ def base_name(folder: str) -> str:
     return folder
 
 
-def read_manifest(remote: Remote, path: str) -> Manifest:
+def read_manifest(remote: Remote, path: str, key: str | None = None) -> Manifest:
     """Fetch and validate one manifest; IntegrityError if it is missing or bad."""
     st = remote.stat(path)
     if st is None:
@@ -62,7 +62,7 @@ def read_manifest(remote: Remote, path: str) -> Manifest:
         raise IntegrityError(f"{path} is implausibly large ({st.size} bytes)")
     with remote.open_read(path) as fh:
         data = fh.read(MAX_MANIFEST_BYTES + 1)
-    return parse_manifest(data, where=path)
+    return parse_manifest(data, where=path, key=key)
 
 
 class RemoteIndex:
@@ -72,9 +72,10 @@ class RemoteIndex:
     final model can be replaced and is read every time.
     """
 
-    def __init__(self, remote: Remote, run: str) -> None:
+    def __init__(self, remote: Remote, run: str, key: str | None = None) -> None:
         self.remote = remote
         self.run = run
+        self.key = key  # syncd_manifest_key: manifests must carry its HMAC
         self._cache: dict[str, Manifest] = {}
 
     def forget(self, name: str) -> None:
@@ -94,7 +95,7 @@ class RemoteIndex:
                     manifest = cached
                 else:
                     try:
-                        manifest = read_manifest(self.remote, join(self.run, folder, MANIFEST_NAME))
+                        manifest = read_manifest(self.remote, join(self.run, folder, MANIFEST_NAME), self.key)
                         if folder == base and base != FINAL_NAME:
                             self._cache[folder] = manifest
                     except IntegrityError as e:

@@ -111,13 +111,14 @@ def restore(
     *,
     step: int | None = None,
     progress: bool = False,
+    key: str | None = None,
 ) -> Path:
     """Newest (or the given) committed checkpoint into ``dest_root/checkpoint-N``.
 
     Without ``step``, a checkpoint that fails verification is reported and the next
     older committed one is tried; with ``step``, that one or an error.
     """
-    scanned = RemoteIndex(remote, run).scan()
+    scanned = RemoteIndex(remote, run, key).scan()
     entries = [e for e in scanned if e.committed and not e.is_final]
     entries.sort(key=lambda e: e.step or 0, reverse=True)
     invalid = [f"{e.name}: {e.error}" for e in scanned if e.error and not e.partial]

@@ -157,7 +157,7 @@ class Uploader:
         folder = target + PARTIAL if rename else target
         if job.step is not None and self.remote.stat(join(target, MANIFEST_NAME)) is not None:
             # A committed checkpoint never changes: a stale queue asked twice.
-            return read_manifest(self.remote, join(target, MANIFEST_NAME))
+            return read_manifest(self.remote, join(target, MANIFEST_NAME), self.index.key)
         files = walk_files(job.staged)
         state = self._load_state(job.name, folder)
         present = {rf.path: rf.size for rf in self.remote.list_files(folder)}
@@ -218,8 +218,8 @@ class Uploader:
     def _commit(self, target: str, folder: str, manifest: Manifest) -> None:
         path = join(folder, MANIFEST_NAME)
         crash_point("before_manifest")
-        self.remote.write_bytes(path, manifest.to_json())
-        back = read_manifest(self.remote, path)
+        self.remote.write_bytes(path, manifest.to_json(self.index.key))
+        back = read_manifest(self.remote, path, self.index.key)
         if back.files != manifest.files:
             raise IntegrityError(f"{path}: manifest read back differs from what was written")
         if folder == target:

@@ -178,3 +178,20 @@ def test_stage_returns_none_when_the_source_vanishes(tmp_path):
     (src / "trainer_state.json").unlink()
     assert stage(ck, tmp_path / "staging") is None
     assert not (tmp_path / "staging" / "checkpoint-5").exists()
+
+
+# -- signed manifests ---------------------------------------------------------------
+def test_signed_manifest_round_trip_and_tamper():
+    d = Digest(3, hashlib.md5(b"abc").hexdigest(), hashlib.sha256(b"abc").hexdigest())
+    signed = build_manifest("run", "checkpoint-1", 1, [("w.bin", d)]).to_json("s3cret")
+    assert parse_manifest(signed, key="s3cret").files[0].path == "w.bin"
+    assert parse_manifest(signed).step == 1  # without a key the signature is simply not required
+    doc = json.loads(signed)
+    doc["files"][0]["sha256"] = "f" * 64  # a forger swaps a file and its checksum
+    with pytest.raises(IntegrityError, match="wrong signature"):
+        parse_manifest(json.dumps(doc).encode(), key="s3cret")
+    with pytest.raises(IntegrityError, match="wrong signature"):
+        parse_manifest(signed, key="another key")
+    unsigned = build_manifest("run", "checkpoint-1", 1, [("w.bin", d)]).to_json()
+    with pytest.raises(IntegrityError, match="not signed"):
+        parse_manifest(unsigned, key="s3cret")
