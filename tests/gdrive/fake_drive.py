@@ -316,6 +316,12 @@ class FakeDrive:
                     drive._conns.add(request)
                 super().process_request(request, client_address)
 
+            def handle_error(self, request, client_address):
+                import sys
+
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)  # a client gone is not news
+
             def shutdown_request(self, request):
                 with drive.lock:
                     drive._conns.discard(request)

@@ -14,7 +14,7 @@ from pathlib import Path
 from syncd.manifest import MANIFEST_NAME
 from tests.conftest import stop_gracefully, syncd, wait_for, write_config
 
-from .helpers_gdrive import CHUNK
+from .helpers_gdrive import CHUNK, REFRESH
 
 
 def _config(tmp_path: Path, drive, creds: Path, **extra) -> Path:
@@ -75,6 +75,10 @@ def test_mirror_prune_and_restore_through_drive(tmp_path, procs, drive, creds):
     r = syncd("restore", str(cfg), "--step", "15", "--to", str(tmp_path / "older"), "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert _local_files(tmp_path / "older" / "checkpoint-15")
+    # no token ever reaches a log or the status file
+    texts = [p.read_text(errors="replace") for p in [*tmp_path.glob("syncd-*.log"),
+                                                       tmp_path / "out" / ".syncd" / "status.json"]]
+    assert texts and not any(REFRESH in t or "ya29." in t for t in texts)
 
 
 def test_daemon_sigkilled_mid_file_resumes_the_drive_session(tmp_path, procs, drive, creds):

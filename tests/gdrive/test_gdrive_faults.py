@@ -131,6 +131,13 @@ def test_a_stalled_server_times_out_and_the_call_is_retried(make_remote, drive, 
     assert time.monotonic() - t0 < 10
 
 
+def test_a_stalled_token_endpoint_times_out_too(make_remote, drive, tmp_path):
+    r = make_remote(timeout_s=0.5)
+    drive.stall("token", seconds=1.5)
+    r.write_bytes("run/x", b"1")  # the refresh before the upload timed out once, then worked
+    assert drive.count["token"] == 2 and _stored(drive, "backups/run/x") == b"1"
+
+
 def test_listing_lag_never_hides_our_own_writes(remote, drive, tmp_path):
     drive.lag_s = 30.0  # nothing written below shows in a listing during the test
     src, data = _src(tmp_path, n=CHUNK + 1)
