@@ -19,8 +19,6 @@ from trainer_testlib import (
 
 from trainer.__main__ import main
 
-SELF_CONDITION_MODES = ["logits_addition", "logits_mean", "logits_with_projection"]
-
 
 def free_port() -> int:
     import socket
@@ -89,10 +87,15 @@ def test_final_model_and_marker(long_run):
     assert "loss_log.jsonl" not in names
 
 
-@pytest.mark.parametrize("mode", SELF_CONDITION_MODES)
-def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path, procs, one_thread, mode):
+@pytest.mark.parametrize(
+    "mode, train_lines",
+    # 400 lines: the kill lands mid-epoch; 80 lines (10 steps an epoch): checkpoint-10 closes
+    # an epoch; 120 lines: the resumed run crosses epoch boundaries.
+    [("logits_addition", 400), ("logits_mean", 80), ("logits_with_projection", 120)],
+)
+def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path, procs, one_thread, mode, train_lines):
     # Evaluation (loss and samples) at step 15 must not shift the training randomness either.
-    run_opts = dict(self_condition=mode, eval_strategy="steps", eval_steps=15)
+    run_opts = dict(self_condition=mode, eval_strategy="steps", eval_steps=15, max_train_samples=train_lines)
     (tmp_path / "ref").mkdir()
     run_in_process(write_config(tmp_path / "ref", **run_opts))
     expected = read_losses(tmp_path / "ref" / "out")
