@@ -193,6 +193,9 @@ def _gather(cfg: SyncConfig) -> dict:
         disk = {"free_bytes": du.free, "total_bytes": du.total}
     except OSError:
         disk = None
+    for name, message in (daemon.get("errors") or {}).items() if pid else ():
+        if name in rows:
+            rows[name]["error"] = message
     order = sorted(rows.values(), key=lambda r: (r["step"] is None, r["step"] or 0), reverse=True)
     return {
         "output_dir": str(cfg.output_dir), "run": cfg.run_name, "remote": cfg.remote_url,
@@ -202,6 +205,8 @@ def _gather(cfg: SyncConfig) -> dict:
         "last_error": daemon.get("last_error"), "last_error_at": daemon.get("last_error_at"),
         "remote_error": remote_error, "queue": daemon.get("queue", []) if pid else [],
         "current": current, "disk": disk, "quota": quota, "checkpoints": order,
+        "lag": {"steps": daemon.get("lag_steps"), "seconds": daemon.get("lag_seconds")} if pid else None,
+        "http_port": daemon.get("http_port") if pid else None,
     }
 
 
@@ -222,10 +227,12 @@ def _print_status(s: dict) -> None:
     if s["last_error"]:
         print(f"last error    {s['last_error']} ({s['last_error_at']})")
     print()
-    header = ("CHECKPOINT", "LOCAL", "REMOTE", "SIZE", "AGE")
+    if s["lag"] and s["lag"]["steps"]:
+        print(f"lag      newest committed is {s['lag']['steps']} steps behind the newest local checkpoint")
+    header = ("CHECKPOINT", "LOCAL", "REMOTE", "SIZE", "AGE", "LAST ERROR")
     rows = [(r["name"], r["local"] or "-", r["remote"] or "-",
              _human_bytes(r["local_bytes"] if r["local_bytes"] is not None else r["remote_bytes"]),
-             _human_age(r["age_seconds"])) for r in s["checkpoints"]]
+             _human_age(r["age_seconds"]), r.get("error") or "") for r in s["checkpoints"]]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     for row in (header, *rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())

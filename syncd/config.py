@@ -60,6 +60,9 @@ KEYS: dict[str, Key] = {
     "syncd_gdrive_credentials": Key(str, None, nullable=True),
     "syncd_gdrive_root_id": Key(str, None, nullable=True),
     "syncd_gdrive_root_url": Key(str, None, nullable=True),
+    # Local HTTP endpoint with status JSON and Prometheus metrics; 0 = off.
+    "syncd_http_port": Key(int, 0, minimum=0),
+    "syncd_http_host": Key(str, "127.0.0.1"),
     # Secret for HMAC-signed manifests: restore then refuses a remote forged without it.
     "syncd_manifest_key": Key(str, None, nullable=True),
     # Resumable upload chunk; Drive needs multiples of 256 KiB.
@@ -88,6 +91,8 @@ class SyncConfig:
     gdrive_root_url: str | None
     gdrive_chunk_mb: float
     manifest_key: str | None = field(default=None, repr=False)
+    http_port: int = 0
+    http_host: str = "127.0.0.1"
     source: str = "<dict>"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -223,6 +228,8 @@ def build_config(
         gdrive_root_url=values["syncd_gdrive_root_url"],
         gdrive_chunk_mb=chunk_mb,
         manifest_key=values["syncd_manifest_key"],
+        http_port=values["syncd_http_port"],
+        http_host=values["syncd_http_host"],
         source=source,
         raw=merged,
     )

@@ -94,6 +94,13 @@ class Status:
     disk_total_bytes: int | None = None
     quota: dict | None = None
     committed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # per checkpoint: its last error
+    newest_local_step: int | None = None
+    newest_committed_step: int | None = None
+    lag_steps: int | None = None
+    lag_seconds: float | None = None
+    queue_length: int = 0
+    http_port: int | None = None
 
 
 class _Handler(FileSystemEventHandler):
@@ -124,6 +131,7 @@ class Daemon:
         self.index: RemoteIndex | None = None
         self.uploader: Uploader | None = None
         self.status = Status(remote=cfg.remote_url, run=cfg.run_name)
+        self.http = None
         self._lock = DaemonLock(self.state_dir)
         self._pass_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -168,6 +176,13 @@ class Daemon:
             self.scheduler.add_job(self._disk_check, "interval", seconds=max(interval, 1.0), id="disk",
                                    next_run_time=now, max_instances=1)
             self.scheduler.start()
+            if self.cfg.http_port:
+                from .http import StatusServer
+
+                self.http = StatusServer(self.snapshot, self.cfg.http_host, self.cfg.http_port)
+                self.http.start()
+                self.status.http_port = self.http.port
+                log.info("status and metrics on http://%s:%d/", self.cfg.http_host, self.http.port)
         except BaseException:
             self._stopping.set()
             self._lock.release()
@@ -205,6 +220,8 @@ class Daemon:
         except Exception:  # noqa: BLE001 - not started
             pass
         self.observer.stop()
+        if self.http is not None:
+            self.http.stop()
         if self._uploader_thread.is_alive():
             self._uploader_thread.join(timeout)
         if self.observer.is_alive():
@@ -326,6 +343,7 @@ class Daemon:
                     jobs.append(UploadJob(f"checkpoint-{step}", step, staged[f"checkpoint-{step}"]))
             self._set_queue(jobs)
             self._prune_remote(entries, committed, {j.name for j in jobs})
+            self._update_lag(local, committed, now)
 
         staged_now = set(staged_names(self.staging))
         protect = {s for s in (plan or []) if f"checkpoint-{s}" not in staged_now}
@@ -341,6 +359,18 @@ class Daemon:
             settling.append(final.newest_mtime + self.cfg.settle_seconds)
         if settling:
             self.poke(delay=max(0.05, min(settling) - time.time() + 0.05))
+
+    def _update_lag(self, local: list[LocalCheckpoint], committed: list[int], now: float) -> None:
+        complete = [c for c in local if c.complete]
+        newest = complete[-1] if complete else None
+        s = self.status
+        s.newest_local_step = newest.step if newest else None
+        s.newest_committed_step = committed[-1] if committed else None
+        if newest is None:
+            s.lag_steps, s.lag_seconds = 0, 0.0
+        else:
+            s.lag_steps = max(0, newest.step - (s.newest_committed_step or 0))
+            s.lag_seconds = 0.0 if newest.step in committed else max(0.0, now - newest.newest_mtime)
 
     def _finish_interrupted_commits(self, entries: list[RemoteCheckpoint]) -> list[RemoteCheckpoint]:
         """A ``.partial`` holding a valid manifest was committed; only its rename was lost."""
@@ -412,7 +442,7 @@ class Daemon:
                     crash_point("mid_prune")
                 self.remote.delete(path)
             except RemoteError as err:
-                self._error(f"{e.name}: remote delete failed: {err}")
+                self._error(f"{e.name}: remote delete failed: {err}", e.base)
                 continue
             log.info("%s: remote copy %s", e.name, reason)
 
@@ -425,7 +455,7 @@ class Daemon:
         except FileNotFoundError:
             return  # the trainer's rotation was first
         except OSError as e:
-            self._error(f"{ckpt.name}: cannot retire: {e.strerror}")
+            self._error(f"{ckpt.name}: cannot retire: {e.strerror}", ckpt.name)
             return
         crash_point("mid_retire")
         shutil.rmtree(dest, ignore_errors=True)
@@ -463,6 +493,11 @@ class Daemon:
                     self._retire_local(c)
 
     # -- uploads -----------------------------------------------------------
+    def snapshot(self) -> dict:
+        """A copy of the live status, safe to serialise from another thread."""
+        with self._state_lock:
+            return json.loads(json.dumps(self.status.__dict__))
+
     def _set_queue(self, jobs: list[UploadJob]) -> None:
         """Replace what waits; the upload in flight always finishes.
 
@@ -472,6 +507,7 @@ class Daemon:
         with self._queue_cv:
             self._queue = jobs
             self.status.queue = [j.name for j in jobs]
+            self.status.queue_length = len(jobs)
             self._queue_cv.notify_all()
 
     def _on_bytes(self, n: int) -> None:
@@ -503,7 +539,7 @@ class Daemon:
             except (SyncdError, OSError) as e:
                 failures += 1
                 self.status.failures += 1
-                self._error(f"{job.name}: upload failed: {e}")
+                self._error(f"{job.name}: upload failed: {e}", job.name)
                 self._stopping.wait(min(RETRY_MAX_SECONDS, 2.0 ** failures))
             else:
                 failures = 0
@@ -517,6 +553,7 @@ class Daemon:
 
     def _committed(self, job: UploadJob, manifest: Manifest) -> None:
         self.status.commits += 1
+        self.status.errors.pop(job.name, None)
         if job.name == FINAL_NAME:
             final = inspect_final(self.out, 0.0)
             if final is not None:
@@ -524,8 +561,10 @@ class Daemon:
         self.status.last_error = None
 
     # -- status ------------------------------------------------------------
-    def _error(self, message: str) -> None:
+    def _error(self, message: str, name: str | None = None) -> None:
         log.error("%s", message)
+        if name is not None:
+            self.status.errors[name] = message
         self.status.last_error = message
         self.status.last_error_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -534,8 +573,7 @@ class Daemon:
         if not force and now - self._status_written < 1.0:
             return
         self._status_written = now
-        with self._state_lock:
-            doc = json.loads(json.dumps(self.status.__dict__))
+        doc = self.snapshot()
         try:
             atomic_write_json(self.state_dir / "status.json", doc)
         except OSError as e:
