@@ -57,6 +57,9 @@ def _upload_syncd(url: str, creds: str, src: str, chunk: int) -> dict:
 
 
 def _upload_plain(url: str, creds: str, src: str, chunk: int) -> dict:
+    from syncd.remotes.gdrive_auth import ensure_oauth2client_importable
+
+    ensure_oauth2client_importable()  # environment repair only (see its docstring)
     import httplib2
     from googleapiclient.discovery import build_from_document
     from googleapiclient.http import MediaFileUpload
@@ -87,7 +90,9 @@ def _upload_plain(url: str, creds: str, src: str, chunk: int) -> dict:
 def _child(kind: str, url: str, creds: str, src: str, chunk: int) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, __file__, "--child", kind, url, creds, src, str(chunk)],
-                         env=env, check=True, capture_output=True, text=True)
+                         env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the {kind} uploader failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
