@@ -7,8 +7,10 @@ uploader verifies by reading the written file back.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +45,8 @@ class LocalRemote:
                 for name in files:
                     full = Path(dirpath, name)
                     st = full.lstat()
+                    if not stat.S_ISREG(st.st_mode):
+                        continue  # links and devices are never ours
                     out.append(RemoteFile(full.relative_to(base).as_posix(), st.st_size))
         except OSError as e:
             raise RemoteError(f"list {base}: {e.strerror or e}") from e
@@ -83,10 +87,24 @@ class LocalRemote:
             raise RemoteError(f"write {dest}: {e.strerror or e}") from e
 
     def open_read(self, path: str) -> BinaryIO:
+        """Open a stored file; refuses links, devices and anything outside the root.
+
+        The remote is untrusted when restoring: a planted symlink must not make
+        restore copy a file from elsewhere on this machine.
+        """
+        p = self._p(path)
+        if not p.resolve().is_relative_to(self.root.resolve()):
+            raise RemoteError(f"read {path}: leads outside the remote folder")
         try:
-            return open(self._p(path), "rb")
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RemoteError(f"read {path}: is a symlink") from None
             raise RemoteError(f"read {path}: {e.strerror or e}") from e
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RemoteError(f"read {path}: not a regular file")
+        return os.fdopen(fd, "rb")
 
     def delete(self, prefix: str) -> None:
         p = self._p(prefix)

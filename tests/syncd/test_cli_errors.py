@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -150,3 +151,31 @@ def test_wait_without_daemon_says_so(tmp_path):
     (ck / "trainer_state.json").write_text("{}")
     r = syncd("wait", str(cfg), "--timeout", "1", cwd=tmp_path)
     assert r.returncode == 1 and "syncd is not running" in one_line(r.stderr)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "parent-link"])
+def test_restore_refuses_links_and_devices_planted_on_the_remote(tmp_path, kind):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"ssh private key")
+    data = secret.read_bytes()
+    ck = tmp_path / "remote" / "run" / "checkpoint-1"
+    ck.mkdir(parents=True)
+    if kind == "symlink":
+        (ck / "weights.bin").symlink_to(secret)
+        path = "weights.bin"
+    elif kind == "fifo":
+        os.mkfifo(ck / "weights.bin")
+        path = "weights.bin"
+    else:
+        (ck / "sub").symlink_to(tmp_path)
+        path = "sub/secret.txt"
+    manifest = {"format": 1, "run": "run", "name": "checkpoint-1", "step": 1, "created": "2026-01-01T00:00:00+00:00",
+                "files": [{"path": path, "size": len(data), "md5": hashlib.md5(data).hexdigest(),
+                           "sha256": hashlib.sha256(data).hexdigest()}]}
+    (ck / "syncd-manifest.json").write_text(json.dumps(manifest))
+    cfg = write_config(tmp_path / "cfg.json", **BASE)
+    r = syncd("restore", str(cfg), "--to", str(tmp_path / "target"), cwd=tmp_path, timeout=30)
+    assert r.returncode == 5, r.stderr
+    assert "falling back" in r.stderr or "no committed checkpoint" in r.stderr
+    target = tmp_path / "target"
+    assert not target.exists() or not any(p.is_file() for p in target.rglob("*")), "nothing may be written"
