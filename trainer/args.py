@@ -57,12 +57,14 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    # Plain text, one example per line; validation is optional (no evaluation without it).
     train_file: str | None = None
     validation_file: str | None = None
     # The user's setting: long enough for a few quads on one line.
     max_seq_length: int = 256
     # Fixed shapes keep memory flat from step to step (no surprise OOM on a long batch).
     pad_to_max_length: bool = True
+    # None: every line; a small number makes a quick trial run.
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     # None (unconditional), prefix_lm, span_infilling or kg_quad.
@@ -72,7 +74,9 @@ class DataArguments:
     mean_mask_span_length: float = 3.0
     # The only mode there is; accepted so the reference's configs load.
     line_by_line: bool = True
+    # Tokenising ~10k lines takes seconds; processes only pay off for big corpora.
     preprocessing_num_workers: int | None = None
+    # The tokenised dataset is cached by datasets; true re-tokenises (after editing the files in place).
     overwrite_cache: bool = False
 
 
@@ -90,8 +94,8 @@ class DiffusionArguments:
     self_condition_zeros_after_softmax: bool = False
     # Sampling: argmax is TESS's default projection; "sample" draws from softmax(logits / T).
     sampling_type: str = "argmax"
-    temperature: float = 1.0
-    top_p: float | None = None
+    temperature: float = 1.0  # only matters with "sample": argmax ignores it
+    top_p: float | None = None  # nucleus for "sample"; None keeps the whole distribution
     # Validation lines generated at each evaluation (and scored for kg_quad); sampling
     # runs M full passes per line, so a handful keeps evaluation short.
     eval_num_samples: int = 8

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
-from syncd.checkpoints import write_checkpoint_marker
+from syncd.checkpoints import MARKER, write_checkpoint_marker
 
 from .args import DiffusionArguments
 from .sampling import SamplingOptions, entity_exact_match, generate
@@ -102,6 +102,11 @@ class TessTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         self._save_started = time.perf_counter()  # CompletionMarkerCallback reports the whole save
+        # Re-saving over an older run's checkpoint-N (resumed from an earlier step): its marker
+        # must not vouch for files that are being rewritten.
+        stale = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}" / MARKER
+        if self.is_world_process_zero():
+            stale.unlink(missing_ok=True)
         super()._save_checkpoint(model, trial)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

@@ -188,3 +188,26 @@ def test_tiny_cpu_config_builds(tmp_path, monkeypatch):
     assert run.trainer.model.config.self_condition == "logits_addition"
     assert run.trainer.model.config.vocab_size == len(run.trainer.processing_class)
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+def test_resave_over_an_older_checkpoint_drops_its_stale_marker(tmp_path, one_thread, monkeypatch):
+    """Resumed from step 10 with an older run's complete checkpoint-20 on disk: while step 20 is
+    being rewritten, no marker may vouch for that folder."""
+    from transformers import Trainer
+
+    cfg = write_config(tmp_path, max_steps=20)
+    run_in_process(cfg)
+    out = tmp_path / "out"
+    assert (out / "checkpoint-20" / "checkpoint-complete.json").exists()
+
+    seen = {}
+    original = Trainer._save_checkpoint
+
+    def spy(self, model, trial):
+        seen[self.state.global_step] = (out / f"checkpoint-{self.state.global_step}" / "checkpoint-complete.json").exists()
+        return original(self, model, trial)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", spy)
+    run_in_process(cfg, "--resume_from_checkpoint", str(out / "checkpoint-10"))
+    assert seen == {20: False}
+    assert (out / "checkpoint-20" / "checkpoint-complete.json").exists()
