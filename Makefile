@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench lint clean
+COMPOSE_VENV := .venv-compose
+
+.PHONY: setup test demo bench lint compose-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +22,21 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
-test: setup
+test: setup compose-check
 	$(PY) -m pytest -q tests
+
+# docker-compose.yml is validated by docker-compose itself (1.29.2, the last one on
+# PyPI; its PyYAML 5.4.1 only builds with cython<3). No container engine runs here.
+$(COMPOSE_VENV)/bin/docker-compose:
+	$(PYTHON) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install -q 'cython<3' wheel setuptools
+	$(COMPOSE_VENV)/bin/pip install -q --no-build-isolation 'pyyaml==5.4.1'
+	$(COMPOSE_VENV)/bin/pip install -q docker-compose==1.29.2
+
+compose-check: $(COMPOSE_VENV)/bin/docker-compose
+	GDRIVE_CREDENTIALS=/dev/null $(COMPOSE_VENV)/bin/docker-compose -f docker-compose.yml config -q
+	GDRIVE_CREDENTIALS=/dev/null $(COMPOSE_VENV)/bin/docker-compose -f docker-compose.yml --profile restore config -q
+	@echo "docker-compose.yml: valid"
 
 demo: setup
 	bash scripts/demo.sh
@@ -33,4 +48,4 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(COMPOSE_VENV) build *.egg-info .pytest_cache
