@@ -110,6 +110,10 @@ def _split(rel: str) -> tuple[str, str]:
     return head, tail
 
 
+class _FolderGone(Exception):
+    """Drive no longer has the folder an upload was aimed at."""
+
+
 def _close_http(h: Any) -> None:
     for conn in list(getattr(h, "connections", {}).values()):
         try:
@@ -695,11 +699,16 @@ class GDriveRemote:
                 if head == here and d:
                     todo.append((did, join(sub, tail)))
         found = {rel: self._as_file(rel, self._pick(join(prefix, rel), c)) for rel, c in groups.items()}
+        listed_ids = {m["id"] for cands in groups.values() for m in cands}
         with self._lock:
-            for rel, rf in self._files.items():
-                if prefix == "" or rel.startswith(prefix + "/"):
-                    sub = rel[len(prefix) + 1:] if prefix else rel
-                    found[sub] = RemoteFile(sub, rf.size, rf.md5)
+            ours = [(rel, rf, self._file_ids[rel]) for rel, rf in self._files.items()
+                    if prefix == "" or rel.startswith(prefix + "/")]
+        for rel, rf, fid in ours:  # what we uploaded wins; if the listing lacks it, ask by id
+            if fid not in listed_ids and self._get_meta(f"list {prefix or '/'}", fid) is None:
+                self._forget(rel, {fid})
+                continue
+            sub = rel[len(prefix) + 1:] if prefix else rel
+            found[sub] = RemoteFile(sub, rf.size, rf.md5)
         return sorted(found.values(), key=lambda f: f.path)
 
     def _lookup(self, rel: str) -> dict[str, Any] | None:
@@ -754,20 +763,45 @@ class GDriveRemote:
         except OSError as e:
             raise RemoteError(f"upload {dest}: {e.strerror or e}") from e
         head, title = _split(dest)
-        parent = self._folder_id(head, create=True)
-        ident = {"dest": dest, "src": str(Path(src).resolve()), "size": st.st_size,
-                 "mtime_ns": st.st_mtime_ns, "parent": parent}
-        try:
-            with open(src, "rb") as fh:
-                return self._upload(dest, parent, title, fh, ident, progress)
-        except OSError as e:
-            raise RemoteError(f"upload {dest}: {e.strerror or e}") from e
+        for again in (False, True):
+            parent = self._folder_id(head, create=True)
+            ident = {"dest": dest, "src": str(Path(src).resolve()), "size": st.st_size,
+                     "mtime_ns": st.st_mtime_ns, "parent": parent}
+            try:
+                with open(src, "rb") as fh:
+                    return self._upload(dest, parent, title, fh, ident, progress)
+            except _FolderGone:
+                if again:
+                    raise RemoteError(f"upload {dest}: its folder keeps disappearing") from None
+                self._reset_folders()
+            except OSError as e:
+                raise RemoteError(f"upload {dest}: {e.strerror or e}") from e
+        raise AssertionError("unreachable")
 
     def write_bytes(self, dest: str, data: bytes) -> None:
         dest = dest.strip("/")
         head, title = _split(dest)
-        parent = self._folder_id(head, create=True)
-        self._upload(dest, parent, title, io.BytesIO(data), None, None)
+        for again in (False, True):
+            parent = self._folder_id(head, create=True)
+            try:
+                self._upload(dest, parent, title, io.BytesIO(data), None, None)
+                return
+            except _FolderGone:
+                if again:
+                    raise RemoteError(f"upload {dest}: its folder keeps disappearing") from None
+                self._reset_folders()
+
+    def _reset_folders(self) -> None:
+        """Someone deleted a folder we knew: forget every folder id and look them up again."""
+        log.warning("a Drive folder syncd knew has disappeared; looking the folders up again")
+        with self._lock:
+            self._dirs.clear()
+            self._seen.clear()
+            self._files.clear()
+            self._file_ids.clear()
+            self._where.clear()
+        with self._mkdir_lock:
+            self._base_id = None
 
     def _upload(self, dest: str, parent: str, title: str, fh: BinaryIO,
                 ident: dict[str, Any] | None, progress: Progress | None) -> Digest:
@@ -831,6 +865,8 @@ class GDriveRemote:
                 if req.resumable_uri and e.resp.status in (404, 410):
                     log.info("%s: Drive no longer knows the upload session; starting over", op)
                     return None
+                if not req.resumable_uri and e.resp.status == 404:
+                    raise _FolderGone from e
                 self._retry_or_raise(op, e, attempt)
                 attempt += 1
                 continue

@@ -364,3 +364,15 @@ def test_a_reader_does_not_see_what_another_process_just_deleted(make_remote, dr
     writer.delete("run/checkpoint-2/syncd-manifest.json")
     assert reader.list_dirs("run") == ["checkpoint-2"]
     assert reader.stat("run/checkpoint-2/syncd-manifest.json") is None
+
+
+def test_folders_deleted_behind_our_back_are_made_again(remote, drive, tmp_path):
+    remote.write_bytes("run/checkpoint-1.partial/a", b"a")
+    with drive.lock:  # someone empties the backup folder in the Drive web page
+        for d in drive._descendants(drive.find("backups").id):
+            del drive.items[d.id]
+    src, data = _src(tmp_path, n=1000)
+    remote.put_file(src, "run/checkpoint-1.partial/b")
+    remote.write_bytes("run/checkpoint-1.partial/c", b"c")
+    assert _stored(drive, "backups/run/checkpoint-1.partial/b") == data
+    assert [f.path for f in remote.list_files("run")] == ["checkpoint-1.partial/b", "checkpoint-1.partial/c"]
