@@ -172,6 +172,7 @@ class TessTrainer(Trainer):
         path = folder / f"step-{self.state.global_step}.txt"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         logger.info("samples at step %d written to %s %s", self.state.global_step, path, metrics or "")
+        logger.info("first sample: %s", lines[2].removeprefix("generated: "))
 
 
 class TimeSaveCallback(TrainerCallback):
