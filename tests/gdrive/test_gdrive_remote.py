@@ -194,3 +194,27 @@ def test_connections_of_finished_threads_are_closed(remote, drive):
     while drive._conns and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not drive._conns
+
+
+def test_listings_follow_next_page_tokens(make_remote, drive):
+    writer = make_remote()
+    for i in range(8):
+        writer.write_bytes(f"run/c/f{i}", b"x")
+    for i in range(4):
+        writer.write_bytes(f"run/d{i}/f", b"x")
+    drive.page_size = 3
+    reader = make_remote()  # knows nothing: only the listing tells it
+    before = drive.count["list"]
+    assert [f.path for f in reader.list_files("run/c")] == [f"f{i}" for i in range(8)]
+    assert reader.list_dirs("run") == ["c", "d0", "d1", "d2", "d3"]
+    assert drive.count["list"] - before >= 3 + 2  # it did page
+
+
+@pytest.mark.parametrize("name", ["it's", "back\\slash", 'quote"s', "spaces and (parens) or and"])
+def test_odd_titles_survive_the_query_language(make_remote, name):
+    r = make_remote()
+    r.write_bytes(f"run/{name}/{name}.bin", b"odd")
+    other = make_remote()  # no cache: finds it through q expressions only
+    assert other.list_dirs("run") == [name]
+    assert other.stat(f"run/{name}/{name}.bin").size == 3
+    assert other.open_read(f"run/{name}/{name}.bin").read() == b"odd"
