@@ -575,7 +575,7 @@ class Daemon:
         self._status_written = now
         doc = self.snapshot()
         try:
-            atomic_write_json(self.state_dir / "status.json", doc)
+            atomic_write_json(self.state_dir / "status.json", doc, durable=False)
         except OSError as e:
             log.warning("cannot write status: %s", e)
 

@@ -25,8 +25,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file in the same folder, fsync, ``os.replace``: readers see old or new, never half."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Temp file in the same folder, fsync, ``os.replace``: readers see old or new, never half.
+
+    ``durable=False`` skips the fsyncs: still atomic against a killed process (the
+    page cache survives it), only a power cut may lose the update. For state that
+    is rewritten often and merely saves work, like per-file upload progress.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -34,7 +39,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -43,11 +49,12 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
+def atomic_write_json(path: Path, obj: Any, mode: int = 0o644, durable: bool = True) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode, durable)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

@@ -1,13 +1,16 @@
 """Upload one staged checkpoint: send, verify, commit.
 
-Per-checkpoint resume state, written atomically after each verified file::
+Per-checkpoint resume state, a journal with one line appended per verified file::
 
-    output_dir/.syncd/state/uploads/checkpoint-500.json
-      {"name": "checkpoint-500", "folder": "run/checkpoint-500.partial",
-       "files": {"model.safetensors": {"size": .., "mtime_ns": .., "md5": .., "sha256": ..}}}
+    output_dir/.syncd/state/uploads/checkpoint-500.jsonl
+      {"name": "checkpoint-500", "folder": "run/checkpoint-500.partial"}
+      {"path": "model.safetensors", "size": .., "mtime_ns": .., "md5": .., "sha256": ..}
+      ...
 
-A file is sent again only when the state does not know it, its staged copy
-changed, or the remote lost it. Stale or corrupt state is a warning and a redo.
+Appending keeps the cost per file constant (a sharded checkpoint has 10,000 of
+them); the journal is compacted atomically when an upload (re)starts. A file is
+sent again only when the journal does not know it, its staged copy changed, or
+the remote lost it. A torn last line, stale or corrupt state: a warning and a redo.
 
 Commit = write ``syncd-manifest.json`` last; on remotes that rename atomically the
 folder is then renamed from ``checkpoint-N.partial`` to ``checkpoint-N``.
@@ -15,7 +18,9 @@ folder is then renamed from ``checkpoint-N.partial`` to ``checkpoint-N``.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +31,7 @@ from pathlib import Path
 from .checkpoints import LocalFile, walk_files
 from .errors import Cancelled, IntegrityError
 from .faults import crash_point
-from .fsutil import atomic_write_json, read_json
+from .fsutil import atomic_write_bytes
 from .manifest import MANIFEST_NAME, Manifest, build_manifest
 from .remote_state import OLD, PARTIAL, RemoteIndex, read_manifest
 from .remotes.base import Digest, Remote, hash_stream, join
@@ -39,6 +44,27 @@ class UploadJob:
     name: str  # "checkpoint-N" or "final"
     step: int | None
     staged: Path
+
+
+def read_journal(path: Path) -> tuple[dict, dict[str, dict]]:
+    """(header, {path: record}) of an upload journal; missing or damaged is empty."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}, {}
+    header: dict = {}
+    files: dict[str, dict] = {}
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            log.warning("%s: ignoring a damaged line %d", path.name, i + 1)
+            continue
+        if i == 0:
+            header = rec if isinstance(rec, dict) else {}
+        elif isinstance(rec, dict) and isinstance(rec.get("path"), str) and {"size", "md5", "sha256"} <= rec.keys():
+            files[rec.pop("path")] = rec
+    return header, files
 
 
 class Throttle:
@@ -91,16 +117,28 @@ class Uploader:
 
     # -- state -------------------------------------------------------------
     def _state_path(self, name: str) -> Path:
-        return self.state_root / f"{name}.json"
+        return self.state_root / f"{name}.jsonl"
 
     def _load_state(self, name: str, folder: str) -> dict:
-        state = read_json(self._state_path(name), default=None)
-        if not isinstance(state, dict) or state.get("folder") != folder or not isinstance(state.get("files"), dict):
-            return {"name": name, "folder": folder, "files": {}}
-        return state
+        header, files = read_journal(self._state_path(name))
+        if header.get("folder") != folder:
+            files = {}
+        return {"name": name, "folder": folder, "files": files}
 
-    def _save_state(self, state: dict) -> None:
-        atomic_write_json(self._state_path(state["name"]), state)
+    def _rewrite_state(self, state: dict) -> None:
+        lines = [{"name": state["name"], "folder": state["folder"]}]
+        lines += [{"path": p, **rec} for p, rec in state["files"].items()]
+        atomic_write_bytes(self._state_path(state["name"]),
+                           "".join(json.dumps(x) + "\n" for x in lines).encode(), durable=False)
+
+    def _append_state(self, name: str, path: str, rec: dict) -> None:
+        # One write() per line: a kill cannot tear it; a power cut costs a re-send.
+        line = (json.dumps({"path": path, **rec}) + "\n").encode()
+        fd = os.open(self._state_path(name), os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
     def drop_state(self, name: str) -> None:
         self._state_path(name).unlink(missing_ok=True)
@@ -176,6 +214,7 @@ class Uploader:
             else:
                 todo.append(f)
         state["files"] = {p: state["files"][p] for p in done}
+        self._rewrite_state(state)
         if done:
             log.info("%s: resuming; %d of %d files already verified", job.name, len(done), len(files))
         total = sum(f.size for f in todo)
@@ -188,10 +227,9 @@ class Uploader:
             mtime_ns = (job.staged / f.path).stat().st_mtime_ns
             with self._lock:
                 done[f.path] = digest
-                state["files"][f.path] = {
-                    "size": digest.size, "mtime_ns": mtime_ns, "md5": digest.md5, "sha256": digest.sha256,
-                }
-                self._save_state(state)
+                rec = {"size": digest.size, "mtime_ns": mtime_ns, "md5": digest.md5, "sha256": digest.sha256}
+                state["files"][f.path] = rec
+                self._append_state(job.name, f.path, rec)
 
         # Biggest first: the long transfers start early and the pool drains evenly.
         todo.sort(key=lambda f: -f.size)

@@ -28,6 +28,7 @@ from syncd.remote_state import RemoteIndex
 from syncd.remotes.base import hash_stream, join
 from syncd.remotes.fsspec_remote import FsspecRemote
 from syncd.remotes.local import LocalRemote
+from syncd.upload import read_journal
 from tests.conftest import PY, REPO, stop_gracefully, syncd, wait_for, write_config
 
 UPLOAD_PHASES = ["before_stage", "mid_stage", "mid_file", "before_manifest", "before_rename"]
@@ -88,8 +89,8 @@ def check_invariants(remote, out: Path) -> list[str]:
 
 def verified_bytes(out: Path) -> int:
     total = 0
-    for state in (out / ".syncd" / "state" / "uploads").glob("*.json"):
-        total += sum(f["size"] for f in json.loads(state.read_text())["files"].values())
+    for journal in (out / ".syncd" / "state" / "uploads").glob("*.jsonl"):
+        total += sum(f["size"] for f in read_journal(journal)[1].values())
     return total
 
 

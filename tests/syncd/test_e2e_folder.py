@@ -13,6 +13,7 @@ from pathlib import Path
 
 from syncd.checkpoints import MARKER
 from syncd.manifest import MANIFEST_NAME
+from syncd.upload import read_journal
 from tests.conftest import stop_gracefully, syncd, wait_for, write_config
 
 # A RoBERTa whose checkpoint (weights + Adam state) is ~230 MB: big enough that an
@@ -98,14 +99,14 @@ def test_sigkill_mid_upload_resumes_without_resending_verified_files(tmp_path, p
     sizes = {p.relative_to(ckpt).as_posix(): p.stat().st_size for p in ckpt.rglob("*") if p.is_file()}
     assert sum(sizes.values()) > 150e6
     cfg = make_config(tmp_path)
-    state_file = tmp_path / "out" / ".syncd" / "state" / "uploads" / "checkpoint-2.json"
+    state_file = tmp_path / "out" / ".syncd" / "state" / "uploads" / "checkpoint-2.jsonl"
 
     slow = procs.syncd_run(cfg, "--syncd_bwlimit_mbps", "60", "--syncd_upload_workers", "1", cwd=tmp_path)
-    verified = wait_for(lambda: json.loads(state_file.read_text())["files"] if state_file.exists() else None,
+    verified = wait_for(lambda: read_journal(state_file)[1],
                         90, interval=0.01, what="a first verified file")
     os.kill(slow.pid, signal.SIGKILL)
     slow.wait(10)
-    verified = json.loads(state_file.read_text())["files"]  # what the state says after the kill
+    verified = read_journal(state_file)[1]  # what the journal says after the kill
     assert verified and len(verified) < len(sizes)
 
     partial = tmp_path / "remote" / "run" / "checkpoint-2.partial"

@@ -1,0 +1,157 @@
+"""The world misbehaving around a running daemon: full disks, a vanishing remote,
+saves faster than uploads, odd checkpoint shapes, the output folder replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from syncd.checkpoints import write_checkpoint_marker
+from syncd.remotes.local import LocalRemote
+from tests.conftest import stop_gracefully, syncd, wait_for
+from tests.faults.test_crash_matrix import check_invariants, config, place, trained  # noqa: F401 - fixture
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 12 MB tmpfs mounted for one test (the tests run as root, as CI does)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def grow(mnt: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
+
+
+def test_full_folder_remote_reports_and_recovers(trained, small_fs, tmp_path, procs):  # noqa: F811
+    out = tmp_path / "out"
+    place(trained, out, 5, 10)  # ~24 MB each: neither fits in 12 MB
+    cfg = config(tmp_path, str(small_fs / "remote"))
+    daemon = procs.syncd_run(cfg, cwd=tmp_path)
+
+    def error():
+        s = json.loads(syncd("status", str(cfg), "--json", cwd=tmp_path).stdout)
+        return s["last_error"]
+
+    assert "No space left on device" in wait_for(error, 60, what="the out-of-space error in status")
+    remote = LocalRemote(small_fs / "remote")
+    assert check_invariants(remote, out) == [], "nothing half-sent may look committed"
+    grow(small_fs, "200m")  # space returns
+    assert syncd("wait", str(cfg), "--timeout", "120", cwd=tmp_path).returncode == 0
+    wait_for(lambda: check_invariants(remote, out) == ["checkpoint-10", "checkpoint-5"], 60, what="recovery")
+    assert stop_gracefully(daemon) == 0
+
+
+def test_full_output_disk_prunes_locally_and_keeps_working(tmp_path, procs):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mnt)], check=True)
+    try:
+        out = mnt / "out"
+        cfg = config(tmp_path, str(tmp_path / "remote"), output_dir=str(out), syncd_min_free_gb=0.012,
+                     syncd_interval_seconds=0.5)
+        daemon = procs.syncd_run(cfg, cwd=tmp_path)
+        train = procs.hf_train(out, "--max-steps", "30", "--save-steps", "5", "--save-total-limit", "50",
+                               "--hidden", "128", "--vocab", "1000", "--step-sleep", "0.1", cwd=tmp_path)
+        assert train.wait(120) == 0, "the trainer must not run out of disk: syncd prunes ahead of it"
+        assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
+        assert stop_gracefully(daemon) == 0
+        log = (tmp_path / "syncd-0.log").read_text()
+        assert "low disk" in log
+        assert (out / "checkpoint-30").exists()
+        r = syncd("verify", str(cfg), cwd=tmp_path)
+        assert r.returncode == 0 and "checkpoint-30: ok" in r.stdout
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_remote_that_vanishes_and_returns(trained, tmp_path, procs):  # noqa: F811
+    out = tmp_path / "out"
+    place(trained, out, 5, 10)
+    cfg = config(tmp_path, str(tmp_path / "remote"))
+    daemon = procs.syncd_run(cfg, cwd=tmp_path)
+    assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
+    remote = LocalRemote(tmp_path / "remote")
+    wait_for(lambda: check_invariants(remote, out) == ["checkpoint-10", "checkpoint-5"], 30, what="first mirror")
+    shutil.rmtree(tmp_path / "remote")  # an unmounted Drive, a wiped bucket
+    # The timer's reconcile notices and mirrors the window again from local copies.
+    wait_for(lambda: check_invariants(remote, out) == ["checkpoint-10", "checkpoint-5"], 60, what="re-mirror")
+    assert stop_gracefully(daemon) == 0
+
+
+def test_saves_faster_than_uploads_newest_first_and_bounded(tmp_path, procs):
+    cfg = config(tmp_path, str(tmp_path / "remote"), syncd_bwlimit_mbps=3.0, backup_keep_last=2,
+                 save_total_limit=2, syncd_upload_workers=2)
+    daemon = procs.syncd_run(cfg, cwd=tmp_path)
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    queue_lengths, order = [], []
+    blob = os.urandom(3_000_000)  # ~1 s of upload each at 3 MB/s; one save every 0.3 s
+    for step in range(1, 21):
+        ck = out / f"checkpoint-{step}"
+        ck.mkdir()
+        (ck / "model.safetensors").write_bytes(blob[step:] + blob[:step])
+        (ck / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        write_checkpoint_marker(ck, step)
+        time.sleep(0.3)
+        status = json.loads((out / ".syncd" / "status.json").read_text())
+        queue_lengths.append(len(status["queue"]))
+        if status["current"]:
+            order.append(int(status["current"]["name"].split("-")[1]))
+    assert max(queue_lengths) <= 2, "the queue holds at most the keep window"
+    assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
+    wait_for(lambda: sorted(os.listdir(tmp_path / "remote" / "run")) == ["checkpoint-19", "checkpoint-20"], 60,
+             what="the newest two, and only them")
+    assert stop_gracefully(daemon) == 0
+    # Each upload started on the newest checkpoint of its moment: the sequence only climbs.
+    assert order == sorted(order)
+    assert len(set(order)) < 20, "most checkpoints were skipped rather than queued"
+
+
+def test_ten_thousand_small_files_in_nested_folders(tmp_path, procs):
+    out = tmp_path / "out"
+    ck = out / "checkpoint-1"
+    for i in range(10_000):
+        d = ck / f"shard_{i // 1000:02d}" / f"rank_{i // 100 % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"param_{i:05d}.distcp").write_bytes(i.to_bytes(4, "little") * 16)
+    (ck / "trainer_state.json").write_text("{}")
+    write_checkpoint_marker(ck, 1)
+    cfg = config(tmp_path, str(tmp_path / "remote"), syncd_upload_workers=8)
+    daemon = procs.syncd_run(cfg, cwd=tmp_path)
+    assert syncd("wait", str(cfg), "--timeout", "300", cwd=tmp_path, timeout=320).returncode == 0
+    assert stop_gracefully(daemon) == 0
+    r = syncd("restore", str(cfg), "--to", str(tmp_path / "fresh"), cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    restored = tmp_path / "fresh" / "checkpoint-1"
+    assert sum(1 for p in restored.rglob("*.distcp")) == 10_000
+    sample = "shard_07/rank_3/param_07345.distcp"
+    assert (restored / sample).read_bytes() == (ck / sample).read_bytes()
+
+
+def test_output_folder_deleted_and_recreated_under_the_daemon(trained, tmp_path, procs):  # noqa: F811
+    out = tmp_path / "out"
+    place(trained, out, 5)
+    cfg = config(tmp_path, str(tmp_path / "remote"))
+    daemon = procs.syncd_run(cfg, cwd=tmp_path)
+    assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
+    shutil.rmtree(out)  # a user's `rm -rf output && python -m trainer ...`
+    time.sleep(0.5)
+    place(trained, out, 10)
+    assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
+    remote = LocalRemote(tmp_path / "remote")
+    wait_for(lambda: check_invariants(remote, out) == ["checkpoint-10", "checkpoint-5"], 30,
+             what="the new folder to be watched and mirrored")
+    assert daemon.poll() is None
+    assert stop_gracefully(daemon) == 0
