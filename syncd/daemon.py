@@ -304,6 +304,11 @@ class Daemon:
                 self._write_status(force=True)
 
     def _pass(self) -> None:
+        if self.out.exists() and not self._lock.ensure():
+            self._error(f"another syncd took over {self.out} after its .syncd folder was deleted; stopping")
+            self._stopping.set()
+            return
+        self.staging.mkdir(parents=True, exist_ok=True)
         now = time.time()
         self.status.last_pass_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         local = scan_local(self.out, self.cfg.settle_seconds, now)

@@ -52,6 +52,28 @@ class DaemonLock:
         _HELD.add(lock_path(self.state_dir).resolve())
         pid_path(self.state_dir).write_text(f"{os.getpid()}\n")
 
+    def ensure(self) -> bool:
+        """Take the lock again if ``.syncd/`` was deleted under us (``rm -rf output``).
+
+        Returns False when another daemon got there first.
+        """
+        if self._fd is None:
+            return False
+        try:
+            if os.stat(lock_path(self.state_dir)).st_ino == os.fstat(self._fd).st_ino:
+                return True
+        except FileNotFoundError:
+            pass
+        old, self._fd = self._fd, None
+        _HELD.discard(lock_path(self.state_dir).resolve())
+        try:
+            self.acquire()
+        except LockedError:
+            return False
+        finally:
+            os.close(old)  # another inode: this drops nothing on the new lock file
+        return True
+
     def release(self) -> None:
         if self._fd is None:
             return
