@@ -42,6 +42,7 @@ def stage(ckpt: LocalCheckpoint, staging_root: Path) -> Path | None:
     tmp = staging_root / f"{ckpt.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    copied = 0
     try:
         for f in ckpt.files:
             src = ckpt.path / f.path
@@ -53,6 +54,7 @@ def stage(ckpt: LocalCheckpoint, staging_root: Path) -> Path | None:
                 if e.errno not in _NO_LINK:
                     raise
                 shutil.copy2(src, dst, follow_symlinks=False)
+                copied += 1
             if dst.stat().st_size != f.size:
                 raise FileNotFoundError(f"{src} changed while staging")
             crash_point("mid_stage")
@@ -61,6 +63,8 @@ def stage(ckpt: LocalCheckpoint, staging_root: Path) -> Path | None:
         shutil.rmtree(tmp, ignore_errors=True)
         return None
     os.replace(tmp, dest)
+    how = f"{copied} copied, {len(ckpt.files) - copied} hard-linked" if copied else "hard links"
+    log.info("%s: staged (%d files, %s)", ckpt.name, len(ckpt.files), how)
     return dest
 
 

@@ -3,6 +3,7 @@ saves faster than uploads, odd checkpoint shapes, the output folder replaced."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -155,3 +156,31 @@ def test_output_folder_deleted_and_recreated_under_the_daemon(trained, tmp_path,
              what="the new folder to be watched and mirrored")
     assert daemon.poll() is None
     assert stop_gracefully(daemon) == 0
+
+
+def test_one_four_gigabyte_file(tmp_path, procs):
+    out = tmp_path / "out"
+    ck = out / "checkpoint-1"
+    ck.mkdir(parents=True)
+    block = os.urandom(64 * 1024 * 1024)
+    with open(ck / "model.safetensors", "wb") as fh:
+        for i in range(64):  # 4 GiB: past every 32-bit offset
+            fh.write(i.to_bytes(8, "little") + block[8:])
+    (ck / "trainer_state.json").write_text("{}")
+    write_checkpoint_marker(ck, 1)
+    cfg = config(tmp_path, str(tmp_path / "remote"))
+    daemon = procs.syncd_run(cfg, cwd=tmp_path)
+    assert syncd("wait", str(cfg), "--timeout", "600", cwd=tmp_path, timeout=620).returncode == 0
+    peak_kb = next(int(line.split()[1]) for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
+                   if line.startswith("VmHWM:"))
+    assert stop_gracefully(daemon) == 0
+    assert peak_kb < 150 * 1024, f"syncd's memory grew with the file: peak {peak_kb / 1024:.0f} MB"
+    manifest = json.loads((tmp_path / "remote" / "run" / "checkpoint-1" / "syncd-manifest.json").read_text())
+    entry = next(f for f in manifest["files"] if f["path"] == "model.safetensors")
+    assert entry["size"] == 4 * 1024**3
+    h = hashlib.sha256()
+    with open(ck / "model.safetensors", "rb") as fh:
+        while chunk := fh.read(16 * 1024 * 1024):
+            h.update(chunk)
+    assert entry["sha256"] == h.hexdigest()
+    assert (tmp_path / "remote" / "run" / "checkpoint-1" / "model.safetensors").stat().st_size == 4 * 1024**3

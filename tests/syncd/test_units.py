@@ -195,3 +195,21 @@ def test_signed_manifest_round_trip_and_tamper():
     unsigned = build_manifest("run", "checkpoint-1", 1, [("w.bin", d)]).to_json()
     with pytest.raises(IntegrityError, match="not signed"):
         parse_manifest(unsigned, key="s3cret")
+
+
+def test_symlinks_are_never_followed_out_of_the_output_folder(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("private")
+    out = tmp_path / "out"
+    src = out / "checkpoint-5"
+    src.mkdir(parents=True)
+    (src / "trainer_state.json").write_text("{}")
+    (src / "leak.bin").symlink_to(secret)
+    (src / "leakdir").symlink_to(tmp_path)
+    (out / "checkpoint-9").symlink_to(src)  # a linked checkpoint folder is not ours to mirror
+    write_checkpoint_marker(src)
+    ck = inspect_checkpoint(src, 0)
+    assert {f.path for f in ck.files} == {"trainer_state.json", MARKER}
+    assert [c.name for c in scan_local(out, 0)] == ["checkpoint-5"]
+    staged = stage(ck, tmp_path / "staging")
+    assert sorted(p.name for p in staged.rglob("*")) == sorted(["trainer_state.json", MARKER])
