@@ -184,3 +184,31 @@ def test_one_four_gigabyte_file(tmp_path, procs):
             h.update(chunk)
     assert entry["sha256"] == h.hexdigest()
     assert (tmp_path / "remote" / "run" / "checkpoint-1" / "model.safetensors").stat().st_size == 4 * 1024**3
+
+
+def test_remote_that_turns_read_only_then_writable(trained, tmp_path, procs):  # noqa: F811
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    mnt = tmp_path / "remote"
+    mnt.mkdir()
+    subprocess.run(["mount", "--bind", str(backing), str(mnt)], check=True)
+    try:
+        out = tmp_path / "out"
+        place(trained, out, 5)
+        cfg = config(tmp_path, str(mnt))
+        daemon = procs.syncd_run(cfg, cwd=tmp_path)
+        assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], check=True)
+        place(trained, out, 10)
+
+        def error():
+            return json.loads(syncd("status", str(cfg), "--json", cwd=tmp_path).stdout)["last_error"] or ""
+
+        assert "Read-only file system" in wait_for(error, 60, what="the read-only error in status")
+        remote = LocalRemote(mnt)
+        assert check_invariants(remote, out) == ["checkpoint-5"]
+        subprocess.run(["mount", "-o", "remount,rw,bind", str(mnt)], check=True)
+        wait_for(lambda: check_invariants(remote, out) == ["checkpoint-10", "checkpoint-5"], 90, what="recovery")
+        assert stop_gracefully(daemon) == 0
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
