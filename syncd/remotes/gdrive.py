@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ..errors import CredentialsError, QuotaError, RemoteError
 from ..fsutil import atomic_write_json, read_json
-from .base import CHUNK_BYTES, Capabilities, Digest, Hasher, Progress, Quota, RemoteFile, join
+from .base import CHUNK_BYTES, Capabilities, Digest, Progress, Quota, RemoteFile, join
 from .gdrive_auth import describe_refresh_error, load_credentials
 
 if TYPE_CHECKING:
@@ -126,10 +126,10 @@ class _HashingUpload:
     """Upload source for googleapiclient: bytes of one chunk at a time, hashed once each.
 
     ``getbytes`` (not a stream) means each chunk is a ``bytes`` body, so a 401 retry
-    inside oauth2client or a re-send after a probe never needs a rewind. A chunk is
-    hashed on a helper thread while it is being sent (hashlib releases the GIL), so
-    md5 + sha256 cost no upload time; the next chunk waits for that hash first, which
-    keeps the hash in file order and at most one chunk in memory.
+    inside oauth2client or a re-send after a probe never needs a rewind. While a chunk
+    is being sent, md5 and sha256 of it run on two helper threads (hashlib releases the
+    GIL), so hashing costs little upload time where a core is free. The next chunk waits
+    for them, which keeps the hashes in file order and one chunk in memory.
     """
 
     def __new__(cls, *args: Any, **kwargs: Any):  # built lazily: googleapiclient is heavy
@@ -139,46 +139,53 @@ class _HashingUpload:
             def __init__(self, fh: BinaryIO, chunk_bytes: int, before_read: Callable[[], None],
                          progress: Progress | None) -> None:
                 super().__init__(fh, mimetype=BINARY_MIME, chunksize=chunk_bytes, resumable=True)
-                self.hasher = Hasher()
+                self._md5 = hashlib.md5(usedforsecurity=False)
+                self._sha = hashlib.sha256()
+                self.hashed = 0  # bytes fed to both hashes (or handed to their threads)
                 self._before_read = before_read
                 self._progress = progress
-                self._pending: threading.Thread | None = None
+                self._pending: list[threading.Thread] = []
 
             def has_stream(self) -> bool:
                 return False
 
             def wait(self) -> None:
-                if self._pending is not None:
-                    self._pending.join()
-                    self._pending = None
+                for t in self._pending:
+                    t.join()
+                self._pending = []
 
             def _hash_to(self, pos: int) -> None:
                 self.wait()
-                while self.hasher.size < pos:
-                    self._fd.seek(self.hasher.size)
-                    block = self._fd.read(min(CHUNK_BYTES, pos - self.hasher.size))
+                while self.hashed < pos:
+                    self._fd.seek(self.hashed)
+                    block = self._fd.read(min(CHUNK_BYTES, pos - self.hashed))
                     if not block:
                         raise RemoteError("source file shrank during upload")
-                    self.hasher.update(block)
+                    self._md5.update(block)
+                    self._sha.update(block)
+                    self.hashed += len(block)
 
             def getbytes(self, begin: int, length: int) -> bytes:
                 self._before_read()
                 self._hash_to(begin)  # a resumed session starts past bytes sent earlier
                 self._fd.seek(begin)
                 data = self._fd.read(length)
-                new = begin + len(data) - self.hasher.size
+                new = begin + len(data) - self.hashed
                 if new > 0:
                     view = memoryview(data)[len(data) - new:]
-                    self._pending = threading.Thread(target=self.hasher.update, args=(view,),
-                                                     name="syncd-gdrive-hash", daemon=True)
-                    self._pending.start()
+                    self._pending = [threading.Thread(target=h.update, args=(view,), daemon=True,
+                                                      name="syncd-gdrive-hash")
+                                     for h in (self._md5, self._sha)]
+                    for t in self._pending:
+                        t.start()
+                    self.hashed += new
                     if self._progress:
                         self._progress(new)
                 return data
 
             def digest(self) -> Digest:
                 self._hash_to(self.size())
-                return self.hasher.digest()
+                return Digest(self.hashed, self._md5.hexdigest(), self._sha.hexdigest())
 
         return Impl(*args, **kwargs)
 
