@@ -53,6 +53,10 @@ def test_mirror_prune_and_restore_through_drive(tmp_path, procs, drive, creds):
         assert drive.find(f"tess_backups/run/checkpoint-20/{rel}").data == data, rel
     manifest = json.loads(drive.find(f"tess_backups/run/checkpoint-20/{MANIFEST_NAME}").data)
     assert sorted(f["path"] for f in manifest["files"]) == sorted(local)
+    r = syncd("status", str(cfg), "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    quota = json.loads(r.stdout)["quota"]
+    assert quota["used_bytes"] == drive.used_bytes() and quota["free_bytes"] == drive.quota_limit - quota["used_bytes"]
     assert stop_gracefully(daemon) == 0
     r = syncd("verify", str(cfg), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
