@@ -60,7 +60,7 @@ def _setup_logging(level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
-    for noisy in ("googleapiclient", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec"):
+    for noisy in ("googleapiclient", "oauth2client", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -351,8 +351,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from .remotes import gdrive_auth
 
-    path = gdrive_auth.run_auth(cfg, Path(args.client_secrets))
-    print(f"saved credentials to {path}")
+    gdrive_auth.run_auth(cfg, Path(args.client_secrets))  # says where it saved them
     return 0
 
 

@@ -41,7 +41,7 @@ from .checkpoints import (
     step_of,
 )
 from .config import SyncConfig
-from .errors import Cancelled, RemoteError, SyncdError
+from .errors import Cancelled, QuotaError, RemoteError, SyncdError
 from .faults import crash_point
 from .fsutil import atomic_write_json, read_json
 from .locking import DaemonLock
@@ -56,6 +56,9 @@ log = logging.getLogger("syncd")
 
 POKE_DELAY_SECONDS = 0.1  # coalesces an inotify burst into one pass
 RETRY_MAX_SECONDS = 60.0
+# Out of quota or past a daily limit: retrying soon only burns requests. A person
+# (or the clock) must change something; look again every few timer periods.
+QUOTA_RETRY_MIN_SECONDS, QUOTA_RETRY_MAX_SECONDS = 60.0, 900.0
 _IGNORED_EVENTS = {"opened", "closed_no_write"}
 
 
@@ -380,8 +383,13 @@ class Daemon:
     def _finish_interrupted_commits(self, entries: list[RemoteCheckpoint]) -> list[RemoteCheckpoint]:
         """A ``.partial`` holding a valid manifest was committed; only its rename was lost."""
         names = {e.name for e in entries}
+        with self._state_lock:
+            busy = self._current.name if self._current else None
         out = []
         for e in entries:
+            if e.base == busy:
+                out.append(e)  # the uploader is committing it right now
+                continue
             if e.partial and e.manifest is not None and e.base not in names and self.remote is not None:
                 src, dst = join(self.cfg.run_name, e.name), join(self.cfg.run_name, e.base)
                 log.info("%s: finishing an interrupted commit", e.base)
@@ -541,6 +549,11 @@ class Daemon:
                 manifest = self.uploader.upload(job, cancel)
             except Cancelled:
                 failures = 0
+            except QuotaError as e:
+                self.status.failures += 1
+                pause = min(QUOTA_RETRY_MAX_SECONDS, max(QUOTA_RETRY_MIN_SECONDS, 5 * self.cfg.interval_seconds))
+                self._error(f"{job.name}: upload stopped: {e} (next try in {pause:.0f} s)", job.name)
+                self._stopping.wait(pause)
             except (SyncdError, OSError) as e:
                 failures += 1
                 self.status.failures += 1

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoints import LocalFile, walk_files
-from .errors import Cancelled, IntegrityError
+from .errors import Cancelled, IntegrityError, QuotaError
 from .faults import crash_point
 from .fsutil import atomic_write_bytes
 from .manifest import MANIFEST_NAME, Manifest, build_manifest
@@ -214,6 +214,7 @@ class Uploader:
             else:
                 todo.append(f)
         state["files"] = {p: state["files"][p] for p in done}
+        self._check_quota(job.name, sum(f.size for f in todo))
         self._rewrite_state(state)
         if done:
             log.info("%s: resuming; %d of %d files already verified", job.name, len(done), len(files))
@@ -252,6 +253,17 @@ class Uploader:
             job.name, len(manifest.files), manifest.size_bytes / 1e6, total / 1e6, total / dt / 1e6,
         )
         return manifest
+
+    def _check_quota(self, name: str, need: int) -> None:
+        """Refuse to start what cannot fit: a full Drive fails late and wastes the bytes sent."""
+        if not need or not self.remote.capabilities.quota:
+            return
+        quota = self.remote.quota()
+        if quota is not None and quota.free_bytes is not None and quota.free_bytes < need:
+            raise QuotaError(
+                f"{name} needs {need / 1e9:.2f} GB but the remote has {quota.free_bytes / 1e9:.2f} GB free"
+                f"{f' ({quota.trash_bytes / 1e9:.2f} GB of it in the trash)' if quota.trash_bytes else ''}; "
+                "free space or lower backup_keep_last")
 
     def _commit(self, target: str, folder: str, manifest: Manifest) -> None:
         path = join(folder, MANIFEST_NAME)
