@@ -35,8 +35,7 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 def _download(remote: Remote, src: str, dest: Path, size: int, bar) -> Digest:
     """Stream one file; refuses more bytes than the manifest declared."""
-    h = Hasher()
-    with remote.open_read(src) as fin, open(dest, "xb") as fout:
+    with Hasher() as h, remote.open_read(src) as fin, open(dest, "xb") as fout:
         while True:
             chunk = fin.read(min(CHUNK_BYTES, size - h.size + 1))
             if not chunk:

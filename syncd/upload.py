@@ -34,7 +34,7 @@ from .faults import crash_point
 from .fsutil import atomic_write_bytes
 from .manifest import MANIFEST_NAME, Manifest, build_manifest
 from .remote_state import OLD, PARTIAL, RemoteIndex, read_manifest
-from .remotes.base import Digest, Remote, hash_stream, join
+from .remotes.base import Digest, Remote, join, sha256_stream
 
 log = logging.getLogger(__name__)
 
@@ -177,16 +177,14 @@ class Uploader:
             return "missing on the remote after upload"
         if st.size != digest.size:
             return f"remote size {st.size} != sent {digest.size}"
-        md5 = st.md5
-        if md5 is None:  # no server checksum: read the stored bytes back
-            with self.remote.open_read(dest) as fh:
-                back = hash_stream(fh)
-            if back.size != digest.size:
-                return f"read back {back.size} bytes, sent {digest.size}"
-            md5 = back.md5
-        if md5 != digest.md5:
-            return f"remote md5 {md5} != sent {digest.md5}"
-        return None
+        if st.md5 is not None:  # the server's own checksum: no read-back needed
+            return None if st.md5 == digest.md5 else f"remote md5 {st.md5} != sent {digest.md5}"
+        # No server checksum: read the stored bytes back; sha256 is the faster hash here.
+        with self.remote.open_read(dest) as fh:
+            size, sha = sha256_stream(fh)
+        if size != digest.size:
+            return f"read back {size} bytes, sent {digest.size}"
+        return None if sha == digest.sha256 else f"remote sha256 {sha} != sent {digest.sha256}"
 
     def upload(self, job: UploadJob, cancel: threading.Event) -> Manifest:
         """Send what is missing, verify it, commit; raises RemoteError/IntegrityError/Cancelled."""

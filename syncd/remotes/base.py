@@ -90,20 +90,59 @@ class Remote(Protocol):
 
 
 class Hasher:
-    """md5 and sha256 of a byte stream, fed chunk by chunk."""
+    """md5 and sha256 of a byte stream, fed chunk by chunk.
+
+    As a context manager it computes md5 on a side thread while the caller does
+    sha256 and the I/O (hashlib drops the GIL on large buffers): md5 is the slow
+    one, and this takes it off the critical path. Callers must not reuse a chunk's
+    buffer until the next ``update`` returns.
+    """
 
     def __init__(self) -> None:
         self.size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha = hashlib.sha256()
+        self._side = None
+        self._pending = None
+
+    def __enter__(self) -> Hasher:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-md5")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._drain()
+        self._side.shutdown(wait=True)
+        self._side = None
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def update(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
-        self._md5.update(chunk)
+        if self._side is None:
+            self._md5.update(chunk)
+        else:
+            self._drain()  # the previous chunk's md5 is done before this one starts
+            self._pending = self._side.submit(self._md5.update, chunk)
         self._sha.update(chunk)
 
     def digest(self) -> Digest:
+        self._drain()
         return Digest(self.size, self._md5.hexdigest(), self._sha.hexdigest())
+
+
+def sha256_stream(fh: BinaryIO) -> tuple[int, str]:
+    """(size, sha256) of a stream: the cheap check of bytes read back."""
+    h = hashlib.sha256()
+    size = 0
+    while chunk := fh.read(CHUNK_BYTES):
+        size += len(chunk)
+        h.update(chunk)
+    return size, h.hexdigest()
 
 
 def hash_stream(fh: BinaryIO, progress: Progress | None = None) -> Digest:

@@ -87,9 +87,9 @@ class FsspecRemote:
 
     def put_file(self, src: Path, dest: str, progress: Progress | None = None) -> Digest:
         full = self._p(dest)
-        h = Hasher()
         try:
-            with open(src, "rb", buffering=0) as fin, self.fs.open(full, "wb", block_size=CHUNK_BYTES * 2) as fout:
+            with Hasher() as h, open(src, "rb", buffering=0) as fin, \
+                    self.fs.open(full, "wb", block_size=CHUNK_BYTES * 2) as fout:
                 while chunk := fin.read(CHUNK_BYTES):
                     h.update(chunk)
                     fout.write(chunk)

@@ -63,18 +63,15 @@ class LocalRemote:
 
     def put_file(self, src: Path, dest: str, progress: Progress | None = None) -> Digest:
         target = self._p(dest)
-        h = Hasher()
-        buf = bytearray(CHUNK_BYTES)
-        view = memoryview(buf)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(src, "rb", buffering=0) as fin, open(target, "wb", buffering=0) as fout:
-                while n := fin.readinto(buf):
-                    chunk = view[:n]
+            with Hasher() as h, open(src, "rb", buffering=0) as fin, open(target, "wb", buffering=0) as fout:
+                # Fresh bytes per chunk: the md5 side thread may still read the last one.
+                while chunk := fin.read(CHUNK_BYTES):
                     h.update(chunk)
                     fout.write(chunk)
                     if progress:
-                        progress(n)
+                        progress(len(chunk))
                 os.fsync(fout.fileno())
         except OSError as e:
             raise RemoteError(f"upload {dest}: {e.strerror or e}") from e
