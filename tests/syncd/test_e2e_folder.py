@@ -162,13 +162,19 @@ def test_half_written_checkpoint_is_never_mirrored_and_is_cleaned_once_stale(tmp
     assert "checkpoint-4: local copy retired (incomplete and stale" in (tmp_path / "syncd-0.log").read_text()
 
 
-def test_restore_into_empty_folder_then_trainer_resumes(tmp_path, procs):
-    cfg = make_config(tmp_path)
+def mirrored_run(tmp_path: Path, procs, **keys) -> Path:
+    """A finished 10-step Trainer run (checkpoints 5 and 10) mirrored by a daemon since stopped."""
+    cfg = make_config(tmp_path, **keys)
     train = procs.hf_train(tmp_path / "out", "--max-steps", "10", "--save-steps", "5", cwd=tmp_path)
     assert train.wait(120) == 0
     daemon = procs.syncd_run(cfg, cwd=tmp_path)
     assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
     assert stop_gracefully(daemon) == 0
+    return cfg
+
+
+def test_restore_into_empty_folder_then_trainer_resumes(tmp_path, procs):
+    cfg = mirrored_run(tmp_path, procs)
     fresh = tmp_path / "fresh-vm" / "out"
     r = syncd("restore", str(cfg), "--to", str(fresh), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -184,12 +190,7 @@ def test_restore_into_empty_folder_then_trainer_resumes(tmp_path, procs):
 
 
 def test_flipped_byte_is_reported_and_restore_falls_back(tmp_path, procs):
-    cfg = make_config(tmp_path)
-    train = procs.hf_train(tmp_path / "out", "--max-steps", "10", "--save-steps", "5", cwd=tmp_path)
-    assert train.wait(120) == 0
-    daemon = procs.syncd_run(cfg, cwd=tmp_path)
-    assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
-    assert stop_gracefully(daemon) == 0
+    cfg = mirrored_run(tmp_path, procs)
     r = syncd("verify", str(cfg), cwd=tmp_path)
     assert r.returncode == 0 and "checkpoint-10: ok" in r.stdout, r.stdout + r.stderr
 

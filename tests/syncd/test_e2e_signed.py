@@ -5,17 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 
-from tests.conftest import stop_gracefully, syncd
-from tests.syncd.test_e2e_folder import make_config
+from tests.conftest import syncd
+from tests.syncd.test_e2e_folder import make_config, mirrored_run
 
 
 def test_forged_checkpoint_is_refused_with_a_key(tmp_path, procs):
-    cfg = make_config(tmp_path, syncd_manifest_key="correct horse battery staple")
-    train = procs.hf_train(tmp_path / "out", "--max-steps", "10", "--save-steps", "5", cwd=tmp_path)
-    assert train.wait(120) == 0
-    daemon = procs.syncd_run(cfg, cwd=tmp_path)
-    assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
-    assert stop_gracefully(daemon) == 0
+    cfg = mirrored_run(tmp_path, procs, syncd_manifest_key="correct horse battery staple")
     newest = tmp_path / "remote" / "run" / "checkpoint-10"
     doc = json.loads((newest / "syncd-manifest.json").read_text())
     assert len(doc["hmac"]) == 64
