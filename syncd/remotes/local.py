@@ -129,7 +129,8 @@ class LocalRemote:
             du = shutil.disk_usage(self.root if self.root.exists() else self.root.parent)
         except OSError:
             return None
-        return Quota(du.total, du.used)
+        # What we may still write, not the raw size: reserved blocks are not ours.
+        return Quota(du.used + du.free, du.used)
 
     def close(self) -> None:
         pass
