@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from .checkpoints import (
     scan_local,
     step_of,
 )
+from .clock import JumpDetector, QuietTracker
 from .config import SyncConfig
 from .errors import Cancelled, QuotaError, RemoteError, SyncdError
 from .faults import crash_point
@@ -146,6 +147,10 @@ class Daemon:
         self._job_cancel = threading.Event()
         self._announced: set[str] = set()
         self._watches: dict[tuple, object] = {}
+        self._quiet = QuietTracker()
+        self._settle_due: dict[str, float] = {}
+        self._intervals: dict[str, float] = {}
+        self._clock_thread = threading.Thread(target=self._clock_watch, name="syncd-clock", daemon=True)
         self._handler = _Handler(self)
         self._status_written = 0.0
         self.scheduler = BackgroundScheduler(
@@ -173,12 +178,14 @@ class Daemon:
             self.observer.start()
             self._uploader_thread.start()
             interval = self.cfg.interval_seconds
+            self._intervals = {"reconcile": interval, "disk": max(interval, 1.0)}
             now = datetime.now()
             self.scheduler.add_job(self._reconcile, "interval", seconds=interval, id="reconcile",
                                    next_run_time=now, max_instances=1)
-            self.scheduler.add_job(self._disk_check, "interval", seconds=max(interval, 1.0), id="disk",
+            self.scheduler.add_job(self._disk_check, "interval", seconds=self._intervals["disk"], id="disk",
                                    next_run_time=now, max_instances=1)
             self.scheduler.start()
+            self._clock_thread.start()
             if self.cfg.http_port:
                 from .http import StatusServer
 
@@ -312,12 +319,14 @@ class Daemon:
             self._stopping.set()
             return
         self.staging.mkdir(parents=True, exist_ok=True)
-        now = time.time()
+        now, mono = time.time(), time.monotonic()
         self.status.last_pass_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        local = scan_local(self.out, self.cfg.settle_seconds, now)
+        local = [self._settle(c, mono) for c in scan_local(self.out, self.cfg.settle_seconds, now)]
         if self._ensure_watch([c.path for c in local]):
             self.poke()  # writes that landed before the new watch existed
         final = inspect_final(self.out, self.cfg.settle_seconds, now)
+        final = self._settle(final, mono) if final is not None else None
+        self._quiet.keep_only(c.name for c in local + ([final] if final else []))
         for c in local + ([final] if final else []):
             if c.complete and c.name not in self._announced:
                 self._announced.add(c.name)
@@ -338,8 +347,12 @@ class Daemon:
         if entries is not None:
             committed = sorted(e.step for e in entries if e.committed and e.step is not None)
             self.status.committed = [e.name for e in entries if e.committed]
-            extra = [policy.View(step_of(n), True) for n in staged if step_of(n) not in by_step]
-            plan = policy.upload_plan(views + extra, committed, self.cfg.backup_keep_last)
+            # Only complete checkpoints are ever staged, so a staged one stays wanted even
+            # while a restarted daemon waits out its quiet period again.
+            staged_steps = {step_of(n) for n in staged}
+            plan_views = [policy.View(v.step, v.complete or v.step in staged_steps) for v in views]
+            plan_views += [policy.View(s, True) for s in staged_steps - set(by_step)]
+            plan = policy.upload_plan(plan_views, committed, self.cfg.backup_keep_last)
             jobs = []
             if final is not None and final.complete and not self._final_up_to_date(final, entries):
                 jobs.extend(self._stage_jobs([final]))
@@ -361,12 +374,36 @@ class Daemon:
             self._retire_local(by_step[step])
         self._gc_staging()
 
-        # Checkpoints without a marker become complete by time alone: look again then.
-        settling = [c.newest_mtime + self.cfg.settle_seconds for c in local if c.reason == "settling"]
-        if final is not None and final.reason == "settling":
-            settling.append(final.newest_mtime + self.cfg.settle_seconds)
+        # Checkpoints without a marker become complete by quiet time alone: look again then.
+        settling = [self._settle_due[c.name] for c in local + ([final] if final else [])
+                    if c.reason == "settling" and c.name in self._settle_due]
         if settling:
-            self.poke(delay=max(0.05, min(settling) - time.time() + 0.05))
+            self.poke(delay=max(0.05, min(settling) - time.monotonic() + 0.05))
+
+    def _settle(self, c: LocalCheckpoint, mono: float) -> LocalCheckpoint:
+        """Judge a checkpoint without a marker by monotonic quiet time, not by mtimes."""
+        if c.reason not in ("settled", "settling"):
+            return c
+        fingerprint = tuple((f.path, f.size, f.mtime) for f in c.files)
+        quiet = self._quiet.quiet_for(c.name, fingerprint, mono)
+        done = quiet >= self.cfg.settle_seconds
+        self._settle_due[c.name] = mono + self.cfg.settle_seconds - quiet
+        return replace(c, complete=done, reason="settled" if done else "settling")
+
+    def _clock_watch(self) -> None:
+        """Re-arm the timers when the wall clock jumps: APScheduler plans in wall time."""
+        detector = JumpDetector(time.time(), time.monotonic())
+        while not self._stopping.wait(1.0):
+            drift = detector.check(time.time(), time.monotonic())
+            if drift is None:
+                continue
+            log.warning("the wall clock jumped by %+.0f s; re-arming the timers", drift)
+            try:
+                for job in ("reconcile", "disk"):
+                    self.scheduler.reschedule_job(job, trigger="interval", seconds=self._intervals[job])
+            except Exception:  # noqa: BLE001 - shutting down
+                return
+            self.poke(delay=0.0)
 
     def _update_lag(self, local: list[LocalCheckpoint], committed: list[int], now: float) -> None:
         complete = [c for c in local if c.complete]
