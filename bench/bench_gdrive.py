@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import write_random
+
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
 
@@ -96,16 +98,6 @@ def _child(kind: str, url: str, creds: str, src: str, chunk: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _make_file(path: Path, size: int) -> None:
-    block = os.urandom(8 * MIB)
-    with open(path, "wb") as fh:
-        left = size
-        while left > 0:
-            n = min(left, len(block))
-            fh.write(block[:n])
-            left -= n
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=int, default=1024)
@@ -135,8 +127,8 @@ def main() -> None:
                                          "refresh_token": "1//bench", "token_uri": info["token_uri"]}))
             os.chmod(creds, 0o600)
             big, small = Path(tmp) / "big.bin", Path(tmp) / "small.bin"
-            _make_file(big, size)
-            _make_file(small, max(chunk, size // 8))
+            write_random(big, size)
+            write_random(small, max(chunk, size // 8))
             runs: dict[str, list[dict]] = {"plain": [], "syncd": []}
             for _ in range(args.repeat):  # interleaved, so drift in machine load hits both
                 for kind in ("plain", "syncd"):

@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import write_random  # noqa: E402
+
 from syncd.checkpoints import inspect_checkpoint, write_checkpoint_marker  # noqa: E402
 from syncd.remote_state import RemoteIndex  # noqa: E402
 from syncd.remotes.local import LocalRemote  # noqa: E402
@@ -39,16 +41,6 @@ from syncd.stage import stage  # noqa: E402
 from syncd.upload import Uploader, UploadJob  # noqa: E402
 
 MB = 1_000_000
-
-
-def write_random(path: Path, size: int) -> None:
-    block = os.urandom(8 * 1024 * 1024)
-    with open(path, "wb") as fh:
-        left = size
-        while left > 0:
-            n = min(left, len(block))
-            fh.write(block[:n])
-            left -= n
 
 
 def make_checkpoint(folder: Path, total_bytes: int, step: int = 100) -> Path:

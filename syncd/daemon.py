@@ -42,7 +42,7 @@ from .checkpoints import (
 )
 from .clock import JumpDetector, QuietTracker
 from .config import SyncConfig
-from .errors import Cancelled, QuotaError, RemoteError, SyncdError
+from .errors import Cancelled, ConfigError, QuotaError, RemoteError, SyncdError
 from .faults import crash_point
 from .fsutil import atomic_write_json, read_json
 from .locking import DaemonLock
@@ -189,7 +189,11 @@ class Daemon:
             if self.cfg.http_port:
                 from .http import StatusServer
 
-                self.http = StatusServer(self.snapshot, self.cfg.http_host, self.cfg.http_port)
+                try:
+                    self.http = StatusServer(self.snapshot, self.cfg.http_host, self.cfg.http_port)
+                except OSError as e:
+                    raise ConfigError(f"syncd_http_port: cannot listen on {self.cfg.http_host}:"
+                                      f"{self.cfg.http_port}: {e.strerror or e}") from None
                 self.http.start()
                 self.status.http_port = self.http.port
                 log.info("status and metrics on http://%s:%d/", self.cfg.http_host, self.http.port)

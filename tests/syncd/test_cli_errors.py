@@ -179,3 +179,16 @@ def test_restore_refuses_links_and_devices_planted_on_the_remote(tmp_path, kind)
     assert "falling back" in r.stderr or "no committed checkpoint" in r.stderr
     target = tmp_path / "target"
     assert not target.exists() or not any(p.is_file() for p in target.rglob("*")), "nothing may be written"
+
+
+def test_http_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = write_config(tmp_path / "cfg.json", **BASE, syncd_http_port=port)
+        r = syncd("run", str(cfg), cwd=tmp_path, timeout=60)
+    assert r.returncode == 2
+    assert f"syncd_http_port: cannot listen on 127.0.0.1:{port}" in one_line(r.stderr)
