@@ -171,6 +171,10 @@ class Daemon:
     def start(self) -> None:
         self._lock.acquire()
         try:
+            # Listen before the first pass: status.json naming this pid is what callers
+            # take as "ready", and a taken port should fail before anything else starts.
+            if self.cfg.http_port:
+                self._start_http()
             self._open_remote()
             self.staging.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.trash, ignore_errors=True)  # a retire killed half-way
@@ -186,25 +190,28 @@ class Daemon:
                                    next_run_time=now, max_instances=1)
             self.scheduler.start()
             self._clock_thread.start()
-            if self.cfg.http_port:
-                from .http import StatusServer
-
-                try:
-                    self.http = StatusServer(self.snapshot, self.cfg.http_host, self.cfg.http_port)
-                except OSError as e:
-                    raise ConfigError(f"syncd_http_port: cannot listen on {self.cfg.http_host}:"
-                                      f"{self.cfg.http_port}: {e.strerror or e}") from None
-                self.http.start()
-                self.status.http_port = self.http.port
-                log.info("status and metrics on http://%s:%d/", self.cfg.http_host, self.http.port)
         except BaseException:
             self._stopping.set()
+            if self.http is not None:
+                self.http.stop()
             self._lock.release()
             raise
         self.status.state = "running"
         log.info("syncd watching %s%s", self.out,
                  f", mirroring to {self.cfg.remote_url} as run {self.cfg.run_name}" if self.remote else
                  " (no remote configured: local retention only)")
+
+    def _start_http(self) -> None:
+        from .http import StatusServer
+
+        try:
+            self.http = StatusServer(self.snapshot, self.cfg.http_host, self.cfg.http_port)
+        except OSError as e:
+            raise ConfigError(f"syncd_http_port: cannot listen on {self.cfg.http_host}:"
+                              f"{self.cfg.http_port}: {e.strerror or e}") from None
+        self.http.start()
+        self.status.http_port = self.http.port
+        log.info("status and metrics on http://%s:%d/", self.cfg.http_host, self.http.port)
 
     def _open_remote(self) -> None:
         if self.cfg.remote_url and self.remote is None:
