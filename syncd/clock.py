@@ -22,12 +22,16 @@ class QuietTracker:
     def __init__(self) -> None:
         self._seen: dict[str, tuple[Hashable, float]] = {}
 
-    def quiet_for(self, name: str, fingerprint: Hashable, mono_now: float) -> float:
+    def changed_at(self, name: str, fingerprint: Hashable, mono_now: float) -> float:
+        """Monotonic time at which ``name`` was last seen to change."""
         prev = self._seen.get(name)
         if prev is None or prev[0] != fingerprint:
             self._seen[name] = (fingerprint, mono_now)
-            return 0.0
-        return mono_now - prev[1]
+            return mono_now
+        return prev[1]
+
+    def quiet_for(self, name: str, fingerprint: Hashable, mono_now: float) -> float:
+        return mono_now - self.changed_at(name, fingerprint, mono_now)
 
     def keep_only(self, names: Iterable[str]) -> None:
         keep = set(names)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -149,6 +150,7 @@ class Daemon:
         self._watches: dict[tuple, object] = {}
         self._quiet = QuietTracker()
         self._settle_due: dict[str, float] = {}
+        self._complete_since: dict[str, float] = {}
         self._intervals: dict[str, float] = {}
         self._clock_thread = threading.Thread(target=self._clock_watch, name="syncd-clock", daemon=True)
         self._handler = _Handler(self)
@@ -343,7 +345,7 @@ class Daemon:
                 self._announced.add(c.name)
                 log.info("%s: detected complete (%s, %.1f MB)", c.name, c.reason, c.size_bytes / 1e6)
         by_step = {c.step: c for c in local}
-        views = [policy.View(c.step, c.complete, c.newest_mtime) for c in local]
+        views = self._views(local, mono)
 
         entries: list[RemoteCheckpoint] | None = None
         if self.index is not None:
@@ -375,12 +377,12 @@ class Daemon:
                     jobs.append(UploadJob(f"checkpoint-{step}", step, staged[f"checkpoint-{step}"]))
             self._set_queue(jobs)
             self._prune_remote(entries, committed, {j.name for j in jobs})
-            self._update_lag(local, committed, now)
+            self._update_lag(local, committed, now, mono)
 
         staged_now = set(staged_names(self.staging))
         protect = {s for s in (plan or []) if f"checkpoint-{s}" not in staged_now}
         retire = policy.local_retire(views, self.cfg.save_total_limit, best_step=best_step(local),
-                                     now=now, stale_seconds=self.cfg.stale_seconds, protect=protect)
+                                     now=mono, stale_seconds=self.cfg.stale_seconds, protect=protect)
         for step in retire:
             self._retire_local(by_step[step])
         self._gc_staging()
@@ -395,11 +397,19 @@ class Daemon:
         """Judge a checkpoint without a marker by monotonic quiet time, not by mtimes."""
         if c.reason not in ("settled", "settling"):
             return c
-        fingerprint = tuple((f.path, f.size, f.mtime) for f in c.files)
-        quiet = self._quiet.quiet_for(c.name, fingerprint, mono)
+        quiet = mono - self._changed_at(c, mono)
         done = quiet >= self.cfg.settle_seconds
         self._settle_due[c.name] = mono + self.cfg.settle_seconds - quiet
         return replace(c, complete=done, reason="settled" if done else "settling")
+
+    def _changed_at(self, c: LocalCheckpoint, mono: float) -> float:
+        fingerprint = tuple((f.path, f.size, f.mtime) for f in c.files)
+        return self._quiet.changed_at(c.name, fingerprint, mono)
+
+    def _views(self, local: list[LocalCheckpoint], mono: float) -> list[policy.View]:
+        """Policy views; an incomplete folder's age is its quiet time on the monotonic clock."""
+        return [policy.View(c.step, c.complete, mono if c.complete else self._changed_at(c, mono))
+                for c in local]
 
     def _clock_watch(self) -> None:
         """Re-arm the timers when the wall clock jumps: APScheduler plans in wall time."""
@@ -410,15 +420,38 @@ class Daemon:
                 continue
             log.warning("the wall clock jumped by %+.0f s; re-arming the timers", drift)
             try:
-                for job in ("reconcile", "disk"):
-                    self.scheduler.reschedule_job(job, trigger="interval", seconds=self._intervals[job])
+                self._rearm_timers()
             except Exception:  # noqa: BLE001 - shutting down
                 return
             self.poke(delay=0.0)
 
-    def _update_lag(self, local: list[LocalCheckpoint], committed: list[int], now: float) -> None:
+    def _rearm_timers(self) -> None:
+        """Plan every timer again from the wall clock's new reading.
+
+        After a jump back, a pass planned in wall time would wait as long as the jump,
+        and the pending poke it stands for would swallow every event meanwhile.
+        """
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("poke-"):
+                try:
+                    job.remove()
+                except JobLookupError:
+                    pass  # it ran meanwhile
+        with self._state_lock:
+            self._poke_due = None
+        for job_id in ("reconcile", "disk"):
+            self.scheduler.reschedule_job(job_id, trigger="interval", seconds=self._intervals[job_id])
+
+    def _update_lag(self, local: list[LocalCheckpoint], committed: list[int], now: float, mono: float) -> None:
         complete = [c for c in local if c.complete]
         newest = complete[-1] if complete else None
+        # When each checkpoint became complete, on the monotonic clock. First sight
+        # trusts the mtime once (after a restart the age is real); after that a wall
+        # clock jump cannot make the lag leap or vanish.
+        for c in complete:
+            self._complete_since.setdefault(c.name, mono - max(0.0, now - c.newest_mtime))
+        for name in set(self._complete_since) - {c.name for c in complete}:
+            del self._complete_since[name]
         s = self.status
         s.newest_local_step = newest.step if newest else None
         s.newest_committed_step = committed[-1] if committed else None
@@ -426,7 +459,7 @@ class Daemon:
             s.lag_steps, s.lag_seconds = 0, 0.0
         else:
             s.lag_steps = max(0, newest.step - (s.newest_committed_step or 0))
-            s.lag_seconds = 0.0 if newest.step in committed else max(0.0, now - newest.newest_mtime)
+            s.lag_seconds = 0.0 if newest.step in committed else round(mono - self._complete_since[newest.name], 3)
 
     def _finish_interrupted_commits(self, entries: list[RemoteCheckpoint]) -> list[RemoteCheckpoint]:
         """A ``.partial`` holding a valid manifest was committed; only its rename was lost."""
@@ -542,8 +575,9 @@ class Daemon:
         if limit <= 0 or du.free >= limit:
             return
         with self._pass_lock:
-            local = scan_local(self.out, self.cfg.settle_seconds)
-            views = [policy.View(c.step, c.complete, c.newest_mtime) for c in local]
+            mono = time.monotonic()
+            local = [self._settle(c, mono) for c in scan_local(self.out, self.cfg.settle_seconds)]
+            views = self._views(local, mono)
             committed = [step_of(n) for n in self.status.committed if step_of(n) is not None]
             doomed = policy.disk_pressure_retire(views, committed)
             log.warning("low disk: %.2f GB free on %s, below syncd_min_free_gb=%g; retiring %s",

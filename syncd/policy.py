@@ -23,7 +23,7 @@ class View:
 
     step: int
     complete: bool
-    newest_mtime: float = 0.0
+    changed_at: float = 0.0  # when its contents last changed, on the clock ``now`` is read from
 
 
 def upload_plan(local: Iterable[View], committed: Iterable[int], keep: int) -> list[int]:
@@ -74,7 +74,7 @@ def local_retire(
         elif (
             newest_complete is not None
             and v.step < newest_complete
-            and now - v.newest_mtime >= stale_seconds
+            and now - v.changed_at >= stale_seconds
             and v.step not in keep_set
         ):
             out.append(v.step)

@@ -54,9 +54,9 @@ def test_local_retire(local, keep, best, protect, expected):
 
 
 def test_stale_incomplete_is_retired_only_when_superseded():
-    local = [View(1, True), View(2, False, newest_mtime=0.0), View(3, True)]
+    local = [View(1, True), View(2, False, changed_at=0.0), View(3, True)]
     assert policy.local_retire(local, 5, now=100.0, stale_seconds=10.0) == [2]
-    newest_incomplete = [View(1, True), View(2, False, newest_mtime=0.0)]
+    newest_incomplete = [View(1, True), View(2, False, changed_at=0.0)]
     assert policy.local_retire(newest_incomplete, 5, now=100.0, stale_seconds=10.0) == []
 
 
@@ -107,7 +107,7 @@ def test_invariants_hold_over_any_history(history, keep_local, keep_remote):
         complete = [s for s, v in local.items() if v.complete]
         newest_complete = max(complete, default=None)
         untouchable = {s for s, v in local.items() if not v.complete
-                       and (newest_complete is None or s > newest_complete or now - v.newest_mtime < 20.0)}
+                       and (newest_complete is None or s > newest_complete or now - v.changed_at < 20.0)}
         for s in policy.local_retire(list(local.values()), keep_local, now=now, stale_seconds=20.0):
             del local[s]
         if newest_complete is not None:
