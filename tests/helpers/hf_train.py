@@ -8,6 +8,7 @@ Not our TESS trainer: syncd must work beside any Trainer. Run as a subprocess:
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -43,6 +44,21 @@ class Slow(TrainerCallback):
         time.sleep(self.seconds)
 
 
+class LateShards(TrainerCallback):
+    """Files that land after trainer_state.json, as other ranks' shards or a user's callback do."""
+
+    def __init__(self, count: int, gap: float) -> None:
+        self.count, self.gap = count, gap
+
+    def on_save(self, args, state, control, **kw):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", "late")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(self.count):
+            time.sleep(self.gap)
+            with open(os.path.join(folder, f"shard-{i}.bin"), "wb") as f:
+                f.write(os.urandom(4096))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("output_dir")
@@ -52,6 +68,8 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=512)
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--step-sleep", type=float, default=0.0)
+    p.add_argument("--late-shards", type=int, default=0, help="files each save adds after trainer_state.json")
+    p.add_argument("--late-gap", type=float, default=0.5, help="seconds before each late shard")
     p.add_argument("--save-final", action="store_true", help="trainer.save_model() at the end")
     p.add_argument("--resume", default=None, help="'auto' for the newest checkpoint, or a path")
     a = p.parse_args()
@@ -65,8 +83,10 @@ def main() -> None:
         logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
         dataloader_num_workers=0, learning_rate=1e-3,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=RandomMLM(64, 16, a.vocab),
-                      callbacks=[Slow(a.step_sleep)] if a.step_sleep else [])
+    callbacks = [Slow(a.step_sleep)] if a.step_sleep else []
+    if a.late_shards:
+        callbacks.append(LateShards(a.late_shards, a.late_gap))
+    trainer = Trainer(model=model, args=args, train_dataset=RandomMLM(64, 16, a.vocab), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=True if a.resume == "auto" else a.resume)
     if a.save_final:
         trainer.save_model()
