@@ -87,12 +87,28 @@ def save_final(run) -> None:
     before = _top_level_files(output_dir)
     trainer.save_model(str(output_dir))
     trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
-        return
-    written = sorted(name for name, sig in _top_level_files(output_dir).items() if before.get(name) != sig)
-    write_final_marker(output_dir, files=written, step=trainer.state.global_step)
-    logger.info("final model saved to %s (step %d): %s", output_dir, trainer.state.global_step, ", ".join(written))
-    wait_for_sync(run.cfg.sync)
+    if trainer.is_world_process_zero():
+        written = sorted(name for name, sig in _top_level_files(output_dir).items() if before.get(name) != sig)
+        write_final_marker(output_dir, files=written, step=trainer.state.global_step)
+        logger.info("final model saved to %s (step %d): %s", output_dir, trainer.state.global_step,
+                    ", ".join(written))
+    _leave_process_group()
+    if trainer.is_world_process_zero():
+        wait_for_sync(run.cfg.sync)
+
+
+def _leave_process_group() -> None:
+    """All ranks meet once more, then tear the process group down explicitly.
+
+    A rank that simply exits leaves gloo's background threads to static
+    destructors, which abort the process ("terminate called without an active
+    exception") often enough under load to fail a finished run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _top_level_files(folder: Path) -> dict[str, tuple[int, int]]:
