@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,47 +27,60 @@ class Key:
     kind: type
     default: Any
     minimum: float | None = None
+    # Absurd-but-finite values (1e300 seconds) overflow later in timedelta, C ints or
+    # int(); a bound here turns them into one line at load time instead.
+    maximum: float | None = None
     choices: tuple[str, ...] | None = None
     nullable: bool = False
 
+
+DAY_SECONDS = 86400.0
 
 # Defaults carry the reason in a comment; units are in the names.
 KEYS: dict[str, Key] = {
     "output_dir": Key(str, None),
     "run_name": Key(str, None, nullable=True),  # default: the output folder's name
     # Hugging Face's own default is "keep all"; five full TESS checkpoints are ~7.5 GB.
+    # null means Hugging Face's "keep all", as it does for the trainer.
     "save_total_limit": Key(int, 5, minimum=1, nullable=True),
     "gdrive_backup_dir": Key(str, None, nullable=True),
     # Three remote copies fit in free Drive's 15 GB at ~1.5 GB each with room to spare.
     "backup_keep_last": Key(int, 3, minimum=1),
     # The timer is only the safety net behind inotify, so a minute is plenty.
-    "syncd_interval_seconds": Key(float, 60.0, minimum=0.05),
+    # At most a day: a longer safety net is no net at all.
+    "syncd_interval_seconds": Key(float, 60.0, minimum=0.05, maximum=DAY_SECONDS),
     # Quiet period for checkpoints written without our completion marker.
-    "syncd_settle_seconds": Key(float, 30.0, minimum=0.0),
+    # At most a day: a checkpoint quiet that long is finished.
+    "syncd_settle_seconds": Key(float, 30.0, minimum=0.0, maximum=DAY_SECONDS),
     # An incomplete folder untouched this long, with a newer complete one, is debris.
-    "syncd_stale_seconds": Key(float, 900.0, minimum=0.0),
+    # At most 30 days: beyond that debris would simply never go.
+    "syncd_stale_seconds": Key(float, 900.0, minimum=0.0, maximum=30 * DAY_SECONDS),
     # Below this much free space the daemon prunes local checkpoints harder; 0 = off.
     "syncd_min_free_gb": Key(float, 2.0, minimum=0.0),
     # Several files in flight hide per-file latency on network remotes.
-    "syncd_upload_workers": Key(int, 4, minimum=1),
+    # At most 256 threads: more buys nothing on any remote and exhausts descriptors.
+    "syncd_upload_workers": Key(int, 4, minimum=1, maximum=256),
     # Drive's trash still counts toward quota, so delete for real unless asked.
     "syncd_delete_mode": Key(str, "permanent", choices=("permanent", "trash")),
     # Bandwidth cap for uploads in MB/s; 0 = unlimited (a shared uplink may want less).
-    "syncd_bwlimit_mbps": Key(float, 0.0, minimum=0.0),
+    # At most 1 TB/s, far above any link, so the bytes-per-second rate stays finite.
+    "syncd_bwlimit_mbps": Key(float, 0.0, minimum=0.0, maximum=1e6),
     # Used by the trainer: wait for the final model's commit when training ends.
     "syncd_wait_at_end": Key(bool, True),
-    "syncd_wait_timeout_seconds": Key(float, 900.0, minimum=0.0),
+    # At most a week: the trainer's end should not hang longer on the network.
+    "syncd_wait_timeout_seconds": Key(float, 900.0, minimum=0.0, maximum=7 * DAY_SECONDS),
     # Google Drive API remote (gdrive://).
     "syncd_gdrive_credentials": Key(str, None, nullable=True),
     "syncd_gdrive_root_id": Key(str, None, nullable=True),
     "syncd_gdrive_root_url": Key(str, None, nullable=True),
     # Local HTTP endpoint with status JSON and Prometheus metrics; 0 = off.
-    "syncd_http_port": Key(int, 0, minimum=0),
+    "syncd_http_port": Key(int, 0, minimum=0, maximum=65535),
     "syncd_http_host": Key(str, "127.0.0.1"),
     # Secret for HMAC-signed manifests: restore then refuses a remote forged without it.
     "syncd_manifest_key": Key(str, None, nullable=True),
     # Resumable upload chunk; Drive needs multiples of 256 KiB.
-    "syncd_gdrive_chunk_mb": Key(float, 8.0, minimum=0.25),
+    # At most 1 GiB: the chunk is held in memory.
+    "syncd_gdrive_chunk_mb": Key(float, 8.0, minimum=0.25, maximum=1024.0),
 }
 
 
@@ -74,7 +88,7 @@ KEYS: dict[str, Key] = {
 class SyncConfig:
     output_dir: Path
     run_name: str
-    save_total_limit: int
+    save_total_limit: int | None  # None: keep all (Hugging Face's meaning of null)
     remote_url: str | None
     backup_keep_last: int
     interval_seconds: float
@@ -133,13 +147,24 @@ def _parse_scalar(text: str) -> Any:
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON config; a missing or malformed file is a ConfigError."""
+    if "\0" in os.fspath(path):
+        raise ConfigError(f"config path must not contain a NUL byte: {os.fspath(path)!r}")
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
     except OSError as e:
         raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
+    if b"\0" in raw:  # valid UTF-8, but JSON never holds a raw NUL: UTF-16 or UTF-32 without a BOM
+        at = raw.index(0)
+        raise ConfigError(f"config {p} is not UTF-8 text (a NUL byte at offset {at}: UTF-16?); save it as UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM (Windows editors) is harmless
+    except UnicodeDecodeError as e:
+        hint = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(f"config {p} is not UTF-8 text{hint}: byte 0x{raw[e.start]:02x} at offset {e.start}; "
+                          f"save it as UTF-8") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -147,6 +172,41 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config {p} must hold a JSON object, not {type(data).__name__}")
     return data
+
+
+def _number(x: float) -> str:
+    """2592000, not 2.592e+06: bounds are read by people."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` (or ``path`` itself) when it is not a folder.
+
+    A folder we are to create or write into cannot live at, or below, a regular file.
+    """
+    for p in (path, *path.parents):
+        try:
+            st = os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except (OSError, ValueError):
+            return None  # unreadable: whoever writes there reports it
+        return None if stat.S_ISDIR(st.st_mode) else p
+    return None
+
+
+def check_folder_path(path: str | os.PathLike[str], what: str) -> Path:
+    """A folder path to create or write: no NUL byte, no file at or above it."""
+    text = os.fspath(path)
+    if "\0" in text:
+        raise ConfigError(f"{what} must not contain a NUL byte: {text!r}")
+    p = Path(text).expanduser().absolute()
+    blocker = file_in_the_way(p)
+    if blocker == p:
+        raise ConfigError(f"{what} {p} is a file, not a folder")
+    if blocker is not None:
+        raise ConfigError(f"{what} {p} cannot be created: {blocker} is a file, not a folder")
+    return p
 
 
 def _coerce(name: str, key: Key, value: Any) -> Any:
@@ -172,8 +232,12 @@ def _coerce(name: str, key: Key, value: Any) -> Any:
             value = str(value)  # `--run_name 7` arrives as a JSON number
         if not isinstance(value, str) or not value:
             raise ConfigError(f"config key {name} must be a non-empty string, not {value!r}")
+        if "\0" in value:
+            raise ConfigError(f"config key {name} must not contain a NUL byte: {value!r}")
     if key.minimum is not None and value < key.minimum:
-        raise ConfigError(f"config key {name} must be at least {key.minimum:g}, not {value!r}")
+        raise ConfigError(f"config key {name} must be at least {_number(key.minimum)}, not {value!r}")
+    if key.maximum is not None and value > key.maximum:
+        raise ConfigError(f"config key {name} must be at most {_number(key.maximum)}, not {value!r}")
     if key.choices is not None and value not in key.choices:
         raise ConfigError(f"config key {name} must be one of {', '.join(key.choices)}, not {value!r}")
     return value
@@ -197,6 +261,7 @@ def build_config(
         raise ConfigError(f"config {source} has no output_dir")
     base = base_dir or Path.cwd()
     output_dir = (base / Path(values["output_dir"]).expanduser()).resolve()
+    check_folder_path(output_dir, "output_dir")
     run_name = values["run_name"] or output_dir.name
     if "/" in run_name or run_name in (".", ".."):
         raise ConfigError(f"config key run_name must be a plain name, not {run_name!r}")
@@ -211,7 +276,7 @@ def build_config(
     return SyncConfig(
         output_dir=output_dir,
         run_name=run_name,
-        save_total_limit=values["save_total_limit"] or 5,
+        save_total_limit=values["save_total_limit"],
         remote_url=remote,
         backup_keep_last=values["backup_keep_last"],
         interval_seconds=values["syncd_interval_seconds"],

@@ -15,7 +15,7 @@ import os
 import struct
 from pathlib import Path
 
-from .errors import LockedError
+from .errors import ConfigError, LockedError
 
 
 def lock_path(state_dir: Path) -> Path:
@@ -37,8 +37,11 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path(self.state_dir), os.O_RDWR | os.O_CREAT, 0o644)
+        prepare_state_dir(self.state_dir)
+        try:
+            fd = os.open(lock_path(self.state_dir), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise _unwritable(self.state_dir, e) from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -50,7 +53,11 @@ class DaemonLock:
             ) from None
         self._fd = fd
         _HELD.add(lock_path(self.state_dir).resolve())
-        pid_path(self.state_dir).write_text(f"{os.getpid()}\n")
+        try:
+            pid_path(self.state_dir).write_text(f"{os.getpid()}\n")
+        except OSError as e:
+            self.release()
+            raise _unwritable(self.state_dir, e) from None
 
     def ensure(self) -> bool:
         """Take the lock again if ``.syncd/`` was deleted under us (``rm -rf output``).
@@ -85,6 +92,23 @@ class DaemonLock:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _unwritable(state_dir: Path, e: OSError) -> ConfigError:
+    return ConfigError(f"output_dir {state_dir.parent} is not writable: {e.strerror or e}")
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    """Create ``output_dir/.syncd``; a read-only or unwritable output folder is a ConfigError.
+
+    ``os.access`` answers EROFS even for root, for whom permission bits do not count.
+    """
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(state_dir, e) from None
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"output_dir {state_dir.parent} is not writable")
 
 
 def read_pid(state_dir: Path) -> int | None:
