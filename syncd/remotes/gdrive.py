@@ -28,6 +28,7 @@ so a process killed mid-file resumes from the last byte Drive acknowledged.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import http.client
 import io
@@ -74,6 +75,9 @@ LOOKUP_TTL_S = 10.0
 # Backoff: base * 2**attempt with jitter, capped; about 4 minutes in all at base 1 s.
 BACKOFF_CAP_S = 64.0
 MAX_ATTEMPTS = 9
+# A Drive that never answered (refused, no such host) gets this many quick tries.
+UNREACHABLE_ATTEMPTS = 3
+UNREACHABLE_DELAY_S = 0.5
 
 
 @lru_cache(maxsize=8)
@@ -112,6 +116,33 @@ def _split(rel: str) -> tuple[str, str]:
 
 class _FolderGone(Exception):
     """Drive no longer has the folder an upload was aimed at."""
+
+
+def _unreachable(err: BaseException) -> str | None:
+    """Why no connection could be made at all, or None for errors that may pass."""
+    import socket
+
+    import httplib2
+
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, (socket.gaierror, httplib2.ServerNotFoundError)):
+        return "host name not found"
+    if isinstance(err, OSError) and err.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "network unreachable"
+    return None
+
+
+def pick_file(candidates: list[dict[str, Any]], *, mine: str | None = None,
+              md5: str | None = None) -> dict[str, Any]:
+    """One file among same-titled ones (Drive allows them): the one whose md5 is the
+    expected one, if a caller knows it; else the one this process wrote; else the newest.
+    Ties break on the id, so every process makes the same choice."""
+    def rank(m: dict[str, Any]) -> tuple[bool, bool, str, str]:
+        return (md5 is not None and m.get("md5Checksum") == md5, m["id"] == mine,
+                m.get("modifiedDate", ""), m["id"])
+
+    return max(candidates, key=rank)
 
 
 def _close_http(h: Any) -> None:
@@ -326,6 +357,7 @@ class GDriveRemote:
             raise RemoteError("gdrive chunk size must be a positive multiple of 256 KiB")
         self.url = url
         self._parts = parse_url(url)
+        self._root_url = root_url
         self._root_arg = root_id or "root"
         self._chunk = chunk_bytes
         self._delete_mode = delete_mode
@@ -337,22 +369,29 @@ class GDriveRemote:
         self._closing = threading.Event()
         self._rng = random.Random()
         self._lock = threading.RLock()  # caches below
-        self._mkdir_lock = threading.Lock()  # one folder walk at a time: no twin folders
+        self._mkdir_lock = threading.RLock()  # one folder walk at a time: no twin folders of our own
         self._local = threading.local()
         self._https: list[tuple[threading.Thread, Any]] = []
-        # What this process wrote, created or moved (path under the URL folder -> id). Only
-        # these overrule a listing; another process may rename what we merely looked up.
+        # Folders are keyed by their path under the URL folder ("" is that folder); the URL's
+        # own folders above it by "\0<level>". What this process created or moved (key -> id)
+        # overrules a listing; another process may rename what we merely looked up.
         self._dirs: dict[str, str] = {}
-        self._seen: dict[str, tuple[str, float]] = {}  # folders looked up: path -> (id, when)
+        self._seen: dict[str, tuple[list[str], float]] = {}  # looked up: key -> (twins, when)
+        self._used: dict[str, str] = {}  # key -> the folder writes went to: checked by id, not path
+        self._checked: dict[str, tuple[float, str]] = {}  # folder id -> (when confirmed, createdDate)
+        self._parent_of: dict[str, str] = {}  # id -> parent id, of what we created, moved or uploaded
         self._files: dict[str, RemoteFile] = {}
         self._file_ids: dict[str, str] = {}
         self._where: dict[str, str] = {}  # id -> path, for ids above
         self._gone: set[str] = set()  # ids deleted here, which lagging listings may still show
-        self._base_id: str | None = None
         self._root_id: str | None = None
         self._shared_drive: str | None = None
         self._spare_ids: list[str] = []
 
+        self._reached = False  # whether any request got an answer: unreachable at first fails fast
+        self._cred_lock = threading.Lock()
+        self._cred_gen = 0  # bumped when the credentials file is read again; threads re-authorise
+        self._cred_stamp = self._stamp()
         self._creds, self._cred_kind = load_credentials(self._cred_path)  # also readies oauth2client
         from googleapiclient.discovery import build_from_document
         from pydrive2.auth import GoogleAuth
@@ -391,28 +430,71 @@ class GDriveRemote:
         here rather than left open for the life of the daemon.
         """
         h = getattr(self._local, "http", None)
-        if h is None:
+        if h is None or getattr(self._local, "gen", None) != self._cred_gen:
+            stale = h  # authorised with credentials read before the file changed
             h = self._gauth.Get_Http_Object()
-            self._local.http = h
+            self._local.http, self._local.gen = h, self._cred_gen
             with self._lock:
-                dead = [(t, old) for t, old in self._https if not t.is_alive()]
-                self._https = [(t, old) for t, old in self._https if t.is_alive()]
+                dead = [(t, old) for t, old in self._https if not t.is_alive() or old is stale]
+                self._https = [(t, old) for t, old in self._https if t.is_alive() and old is not stale]
                 self._https.append((threading.current_thread(), h))
             for _, old in dead:
                 _close_http(old)
         return h
 
+    def _stamp(self) -> tuple[int, int, int] | None:
+        if self._cred_path is None:
+            return None
+        try:
+            st = os.stat(self._cred_path)
+        except OSError:
+            return None  # gone for a moment, or for good: keep what we have; Drive will say
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _reload_credentials(self) -> bool:
+        """Read the credentials file again if it changed (``syncd auth`` rewrote it); True if so."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._cred_stamp:
+            return False
+        with self._cred_lock:
+            if stamp == self._cred_stamp:
+                return False  # another thread did it meanwhile
+            creds, kind = load_credentials(self._cred_path)  # a broken file: its one clear line
+            self._creds, self._cred_kind = creds, kind
+            self._gauth.credentials = creds
+            self._gauth.auth_method = "service" if kind == "service" else "local"
+            self._cred_stamp = stamp
+            self._cred_gen += 1
+        log.warning("Google Drive credentials file %s changed; using the new credentials", self._cred_path)
+        return True
+
     def _exec(self, op: str, request: Any) -> Any:
         return self._call(op, lambda: request.execute(http=self._http()))
 
     def _call(self, op: str, fn: Callable[[], T]) -> T:
-        attempt = 0
+        self._reload_credentials()
+        attempt, reloaded = 0, False
         while True:
             try:
-                return fn()
+                out = fn()
+                self._reached = True
+                return out
             except Exception as e:  # sorted into retry or raise just below
-                self._retry_or_raise(op, e, attempt)
-                attempt += 1
+                if self._retry(op, e, attempt, reloaded):
+                    reloaded = True
+                else:
+                    attempt += 1
+
+    def _retry(self, op: str, err: Exception, attempt: int, reloaded: bool) -> bool:
+        """Sleep before the next attempt or raise; True: rejected credentials were replaced
+        on disk meanwhile and are read again, so retry at once (once)."""
+        try:
+            self._retry_or_raise(op, err, attempt)
+        except CredentialsError:
+            if reloaded or not self._reload_credentials():
+                raise
+            return True
+        return False
 
     def _retry_or_raise(self, op: str, err: Exception, attempt: int) -> None:
         """Sleep before the next attempt, or raise the right SyncdError."""
@@ -455,6 +537,18 @@ class GDriveRemote:
             raise CredentialsError(describe_refresh_error(err, self._cred_path)) from None
         elif isinstance(err, (OSError, httplib2.HttpLib2Error, http.client.HTTPException)):
             why = type(err).__name__
+            unreachable = _unreachable(err)
+            if unreachable and not self._reached:
+                # Nothing ever answered: a wrong address or no network, not a hiccup. Say so
+                # in a second or two rather than after minutes of backoff.
+                if attempt + 1 >= UNREACHABLE_ATTEMPTS:
+                    where = f" at {self._root_url}" if self._root_url else ""
+                    raise RemoteError(
+                        f"{op}: cannot reach Google Drive{where} ({unreachable}); "
+                        "check the network connection") from None
+                if self._closing.wait(min(UNREACHABLE_DELAY_S, self._backoff_base_s)):
+                    raise RemoteError(f"{op}: remote closed while retrying ({why})") from err
+                return
         else:
             raise err
         if attempt + 1 >= self._max_attempts:
@@ -485,6 +579,12 @@ class GDriveRemote:
         self._call("refresh token", lambda: self._creds.refresh(raw))
 
     # ------------------------------------------------------------ ids and folders
+    #
+    # A folder path maps to every folder of that title chain: Drive allows twins, and
+    # lagging listings make them (two daemons starting at once, or one restarted, each
+    # create `tess_backups`). Readers look through all twins; the oldest (createdDate,
+    # then id) is canonical: writers create in it, and before each commit a writer moves
+    # what it created out of the other twins into it (moves only, nothing is deleted).
 
     def _root(self) -> str:
         """The id of My Drive or of ``syncd_gdrive_root_id``; notes whether it is a Shared Drive."""
@@ -495,18 +595,134 @@ class GDriveRemote:
             self._root_id = meta["id"]
         return self._root_id
 
-    def _base(self, create: bool) -> str | None:
-        """The URL's folder; only writers create it (a reader that did could make a twin
-        of a folder that another process made a moment ago, hidden by listing lag)."""
+    def _base_key(self, level: int) -> str:
+        return "" if level == len(self._parts) - 1 else f"\0{level}"
+
+    def _parent_key(self, key: str) -> str | None:
+        """The key one level up; None for the top (My Drive or ``syncd_gdrive_root_id``)."""
+        if key.startswith("\0") or key == "":
+            level = int(key[1:]) if key else len(self._parts) - 1
+            return None if level <= 0 else self._base_key(level - 1)
+        return _split(key)[0]
+
+    def _title(self, key: str) -> str:
+        if key.startswith("\0"):
+            return self._parts[int(key[1:])]
+        return self._parts[-1] if key == "" else _split(key)[1]
+
+    def _depth(self, key: str) -> int:
+        if key.startswith("\0"):
+            return int(key[1:])
+        return len(self._parts) - 1 + (key.count("/") + 1 if key else 0)
+
+    def _display(self, key: str) -> str:
+        """The folder's path under My Drive (or the root id), as a person sees it."""
+        if key.startswith("\0"):
+            return "/".join(self._parts[:int(key[1:]) + 1])
+        return "/".join([*self._parts, *([key] if key else [])]) or "the top folder"
+
+    def _ids(self, key: str | None, create: bool = False, fresh: bool = False,
+             memo: dict[str, list[str]] | None = None) -> list[str]:
+        """Every folder at ``key``, the canonical one first; [] when there is none.
+
+        Only writers (``create``) make a missing folder, in the canonical parent: a
+        reader that did could make a twin of a folder a lagging listing still hides.
+        ``fresh`` lists again instead of trusting lookups younger than LOOKUP_TTL_S, and
+        checks by id that the folders writes went to are still where they were.
+        """
+        if key is None or (key == "" and not self._parts):
+            return [self._root()]
         with self._mkdir_lock:
-            if self._base_id is None:
-                cur: str | None = self._root()
-                for part in self._parts:
-                    cur, _ = self._child_folder(cur, part, create)
-                    if cur is None:
-                        return None
-                self._base_id = cur
-            return self._base_id
+            if memo is not None and memo.get(key):
+                ids = memo[key]
+            else:
+                ids = None
+                if not fresh:
+                    with self._lock:
+                        hit = self._seen.get(key)
+                    if hit is not None and time.monotonic() - hit[1] < LOOKUP_TTL_S:
+                        ids = hit[0]
+                if ids is None:
+                    parents = self._ids(self._parent_key(key), create, fresh, memo)
+                    ids = self._twins(key, parents, fresh) if parents else []
+                    if not ids and create:
+                        ids = [self._create_dir(key, parents[0])]
+                    if ids:
+                        with self._lock:
+                            self._seen[key] = (ids, time.monotonic())
+                if memo is not None and ids:
+                    memo[key] = ids
+            if create and ids:
+                with self._lock:
+                    self._used[key] = ids[0]
+            return ids
+
+    def _twins(self, key: str, parents: list[str], fresh: bool) -> list[str]:
+        """Ids of the folders titled as ``key`` in any of ``parents``, oldest first."""
+        title = self._title(key)
+        found: dict[str, str] = {}  # id -> createdDate
+        for pid in parents:
+            for m in self._not_moved(self._children(pid, title, folders_only=True), key):
+                found[m["id"]] = m.get("createdDate", "")
+        with self._lock:  # ours, or written to: a lagging listing may not show them yet
+            rely = sorted({i for i in (self._dirs.get(key), self._used.get(key)) if i})
+        for fid in rely:
+            created = self._confirm(key, fid, parents, fresh)
+            if created is None:
+                found.pop(fid, None)
+            else:
+                found[fid] = created or found.get(fid, "")
+        return sorted(found, key=lambda i: (found[i], i))
+
+    def _confirm(self, key: str, fid: str, parents: list[str], fresh: bool) -> str | None:
+        """createdDate of a folder we rely on at ``key``, checked by id (listings lag); None
+        if it is gone. A folder moved or renamed in Drive is an error: a commit written
+        into it would be where restore, which looks by path, never finds it."""
+        with self._lock:
+            hit = self._checked.get(fid)
+        if hit is not None and not fresh and time.monotonic() - hit[0] < LOOKUP_TTL_S:
+            return hit[1]
+        meta = self._get_meta(f"check folder {self._display(key)}", fid)
+        if meta is None:  # deleted or trashed: forget it, so that writers make it again
+            log.warning("Google Drive folder %s has disappeared; looking it up again", self._display(key))
+            with self._lock:
+                for table in (self._dirs, self._used):
+                    if table.get(key) == fid:
+                        del table[key]
+                self._seen.pop(key, None)
+                self._checked.pop(fid, None)
+            return None
+        if meta.get("title") != self._title(key) or not any(p["id"] in parents for p in meta.get("parents", [])):
+            raise RemoteError(
+                f"Google Drive folder {self._display(key)} was moved or renamed in Drive "
+                f"(it is now {self._location(meta)}); syncd will not write where restore cannot find it: "
+                "move it back, or set gdrive_backup_dir to its new place")
+        with self._lock:
+            self._checked[fid] = (time.monotonic(), meta.get("createdDate", ""))
+        return meta.get("createdDate", "")
+
+    def _location(self, meta: dict[str, Any]) -> str:
+        """Where a folder is now, as a path of titles (best effort)."""
+        names, cur = [meta.get("title", "?")], meta
+        for _ in range(32):
+            parents = cur.get("parents") or []
+            if not parents:
+                break
+            up = self._get_meta("locate a moved folder", parents[0]["id"])
+            if up is None:
+                return "in the trash"
+            names.append(up.get("title", "?"))
+            cur = up
+        return "/".join(reversed(names))
+
+    def _create_dir(self, key: str, parent_id: str) -> str:
+        fid, created = self._create_folder(parent_id, self._title(key))
+        with self._lock:
+            self._dirs[key] = fid
+            self._where[fid] = key
+            self._parent_of[fid] = parent_id
+            self._checked[fid] = (time.monotonic(), created)
+        return fid
 
     def _list(self, op: str, q: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -530,24 +746,21 @@ class GDriveRemote:
             q += f" and mimeType = {_q_str(FOLDER_MIME)}"
         return self._list(f"list {title or folder_id}", q)
 
+    def _children_of_all(self, folder_ids: list[str], title: str | None = None,
+                         folders_only: bool = False) -> list[dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for fid in folder_ids:
+            for m in self._children(fid, title, folders_only):
+                out.setdefault(m["id"], m)
+        return list(out.values())
+
     def _not_moved(self, metas: list[dict[str, Any]], rel: str) -> list[dict[str, Any]]:
         """Drop listed items that we moved or renamed away from ``rel`` (the listing lags)."""
         with self._lock:
             return [m for m in metas if self._where.get(m["id"], rel) == rel]
 
-    def _child_folder(self, parent_id: str, title: str, create: bool,
-                      rel: str | None = None) -> tuple[str | None, bool]:
-        """(id, whether we created it) of the folder ``title`` in ``parent_id``."""
-        found = self._children(parent_id, title, folders_only=True)
-        if rel is not None:
-            found = self._not_moved(found, rel)
-        if found:  # twins (made by another client): the oldest, the same choice every time
-            return min(found, key=lambda m: (m.get("createdDate", ""), m["id"]))["id"], False
-        if not create:
-            return None, False
-        return self._create_folder(parent_id, title), True
-
-    def _create_folder(self, parent_id: str, title: str) -> str:
+    def _create_folder(self, parent_id: str, title: str) -> tuple[str, str]:
+        """(id, createdDate) of a new folder."""
         from googleapiclient.errors import HttpError
 
         if not self._spare_ids:
@@ -558,56 +771,77 @@ class GDriveRemote:
 
         def create() -> Any:
             try:
-                return self._service.files().insert(body=body, supportsAllDrives=True, fields="id").execute(
+                return self._service.files().insert(body=body, supportsAllDrives=True, fields="id,createdDate").execute(
                     http=self._http())
             except HttpError as e:  # an earlier attempt did land: the id is taken by our folder
                 if e.resp.status == 409:
-                    return {"id": fid}
+                    return self._get_meta(f"create folder {title}", fid) or {"id": fid}
                 raise
 
-        return self._call(f"create folder {title}", create)["id"]
+        made = self._call(f"create folder {title}", create)
+        return made["id"], made.get("createdDate", "")
 
-    def _folder_id(self, rel: str, create: bool) -> str | None:
-        rel = rel.strip("/")
-        base = self._base(create)
-        if base is None or not rel:
-            return base
-        known = self._known_dir(rel)
-        if known is not None:
-            return known
+    def _folder_id(self, rel: str, create: bool, fresh: bool = False,
+                   memo: dict[str, list[str]] | None = None) -> str | None:
+        """The canonical folder at ``rel`` (where writes go), or None."""
+        ids = self._ids(rel.strip("/"), create, fresh, memo)
+        return ids[0] if ids else None
+
+    def _converge(self) -> dict[str, list[str]]:
+        """Move what this process created out of twin folders into the canonical ones.
+
+        Called before each commit. A folder of ours that has an older twin keeps its place
+        (empty of ours afterwards, never deleted: another process may have written into
+        it too; readers look through it anyway). Returns the fresh lookups it made.
+        """
+        memo: dict[str, list[str]] = {}
         with self._mkdir_lock:
-            cur, walked = base, ""
-            for part in rel.split("/"):
-                walked = join(walked, part)
-                known = self._known_dir(walked)
-                if known is None:
-                    known, created = self._child_folder(cur, part, create, walked)
-                    if known is None:
-                        return None
-                    if created:
-                        self._remember_dir(walked, known)
-                    else:
-                        with self._lock:
-                            self._seen[walked] = (known, time.monotonic())
-                cur = known
-            return cur
+            with self._lock:
+                dirs = sorted(self._dirs.items(), key=lambda kv: (self._depth(kv[0]), kv[0]))
+            for key, fid in dirs:
+                with self._lock:
+                    if self._dirs.get(key) != fid:
+                        continue
+                twins = self._ids(key, fresh=True, memo=memo)
+                if fid not in twins:
+                    continue
+                if twins[0] != fid:
+                    log.warning("Google Drive has two folders %s (made while its listings lagged); "
+                                "moving what syncd put in the newer one into the older one", self._display(key))
+                    with self._lock:
+                        del self._dirs[key]  # still found through listings, as a twin
+                        if self._used.get(key) == fid:
+                            self._used[key] = twins[0]
+                    continue
+                parents = self._ids(self._parent_key(key), fresh=True, memo=memo)
+                self._move_into(key, fid, parents[0])
+            with self._lock:
+                files = sorted(self._file_ids.items())
+            for rel, fid in files:
+                parents = self._ids(_split(rel)[0], fresh=True, memo=memo)
+                if parents:
+                    self._move_into(rel, fid, parents[0])
+        return memo
 
-    def _known_dir(self, rel: str) -> str | None:
-        """A folder id without asking Drive: one we made or moved, or one looked up just now."""
+    def _move_into(self, key: str, fid: str, target: str) -> None:
+        """Re-parent one item of ours into ``target`` (a move, never a copy and delete)."""
         with self._lock:
-            if rel in self._dirs:
-                return self._dirs[rel]
-            hit = self._seen.get(rel)
-            if hit is not None and time.monotonic() - hit[1] < LOOKUP_TTL_S:
-                return hit[0]
-            return None
-
-    def _remember_dir(self, rel: str, fid: str) -> None:
+            current = self._parent_of.get(fid)
+        if current is None or current == target:
+            return
+        self._exec(f"move {self._display(key)} into the older twin folder", self._service.files().patch(
+            fileId=fid, body={}, addParents=target, removeParents=current, supportsAllDrives=True,
+            fields="id"))
         with self._lock:
-            self._dirs[rel] = fid
-            self._where[fid] = rel
+            self._parent_of[fid] = target
+            self._seen.clear()
 
-    def _remember_file(self, rel: str, fid: str, size: int, md5: str | None) -> None:
+    def _rel_dirs(self) -> dict[str, str]:
+        """Our folders below the URL folder (not the URL's own chain)."""
+        with self._lock:
+            return {k: v for k, v in self._dirs.items() if k and not k.startswith("\0")}
+
+    def _remember_file(self, rel: str, fid: str, size: int, md5: str | None, parent: str) -> None:
         with self._lock:
             old = self._file_ids.get(rel)
             if old:
@@ -615,6 +849,7 @@ class GDriveRemote:
             self._files[rel] = RemoteFile(rel, size, md5)
             self._file_ids[rel] = fid
             self._where[fid] = rel
+            self._parent_of[fid] = parent
 
     def _forget(self, rel: str, ids: set[str]) -> None:
         rel = rel.strip("/")
@@ -622,19 +857,17 @@ class GDriveRemote:
             for table in (self._dirs, self._file_ids):
                 for key in [k for k in table if k == rel or k.startswith(rel + "/")]:
                     self._where.pop(table.pop(key), None)
+            for key in [k for k in self._used if k == rel or k.startswith(rel + "/")]:
+                del self._used[key]
             for key in [k for k in self._files if k == rel or k.startswith(rel + "/")]:
                 del self._files[key]
             self._seen.clear()
             self._gone |= ids
 
-    def _pick(self, rel: str, candidates: list[dict[str, Any]]) -> dict[str, Any]:
-        """One file among same-titled ones: ours if we wrote one, else the newest."""
+    def _pick(self, rel: str, candidates: list[dict[str, Any]], md5: str | None = None) -> dict[str, Any]:
         with self._lock:
             mine = self._file_ids.get(rel)
-        for c in candidates:
-            if c["id"] == mine:
-                return c
-        return max(candidates, key=lambda m: (m.get("modifiedDate", ""), m["id"]))
+        return pick_file(candidates, mine=mine, md5=md5)
 
     @staticmethod
     def _is_file(meta: dict[str, Any]) -> bool:
@@ -649,14 +882,14 @@ class GDriveRemote:
 
     def list_dirs(self, prefix: str) -> list[str]:
         prefix = prefix.strip("/")
-        fid = self._folder_id(prefix, create=False)
-        if fid is None:
+        fids = self._ids(prefix)
+        if not fids:
             return []
         names = set()
-        listed = self._children(fid, folders_only=True)
-        with self._lock:  # after the listing: a rename that finished meanwhile is known here
+        listed = self._children_of_all(fids, folders_only=True)
+        with self._mkdir_lock, self._lock:  # after the listing: a rename since is known here
             where = dict(self._where)
-            dirs = dict(self._dirs)
+        dirs = self._rel_dirs()
         for m in listed:
             seen_at = where.get(m["id"])
             if seen_at is not None:  # ours: where we put it wins over a lagging listing
@@ -666,31 +899,31 @@ class GDriveRemote:
             # Another process may have renamed or deleted it since (Drive listings lag,
             # reads by id do not): ask for this one folder as it is now.
             now = self._get_meta(f"list {prefix or '/'}", m["id"])
-            if now is not None and any(p["id"] == fid for p in now.get("parents", [])):
+            if now is not None and any(p["id"] in fids for p in now.get("parents", [])):
                 names.add(now["title"])
         for rel in dirs:
             head, tail = _split(rel)
-            if head == prefix and rel:
+            if head == prefix:
                 names.add(tail)
         return sorted(names)
 
     def list_files(self, prefix: str) -> list[RemoteFile]:
         prefix = prefix.strip("/")
-        top = self._folder_id(prefix, create=False)
-        if top is None:
+        tops = self._ids(prefix)
+        if not tops:
             return []
-        groups: dict[str, list[dict[str, Any]]] = {}
+        groups: dict[str, dict[str, dict[str, Any]]] = {}
         walked: set[str] = set()
-        todo = [(top, "")]
+        todo = [(top, "") for top in tops]  # twins too: readers see their union
         while todo:
             fid, sub = todo.pop()
             if fid in walked:
                 continue
             walked.add(fid)
             kids = self._children(fid)
-            with self._lock:  # after the listing: a rename that finished meanwhile is known here
+            with self._mkdir_lock, self._lock:  # after the listing: a rename since is known here
                 where = dict(self._where)
-                dirs = dict(self._dirs)
+            dirs = self._rel_dirs()
             for m in kids:
                 rel = join(sub, m["title"])
                 full = join(prefix, rel)
@@ -699,14 +932,15 @@ class GDriveRemote:
                 if m.get("mimeType") == FOLDER_MIME:
                     todo.append((m["id"], rel))
                 elif self._is_file(m):
-                    groups.setdefault(rel, []).append(m)
+                    groups.setdefault(rel, {})[m["id"]] = m
             here = join(prefix, sub)
             for d, did in dirs.items():  # folders made or moved here that the listing lags behind
                 head, tail = _split(d)
-                if head == here and d:
+                if head == here:
                     todo.append((did, join(sub, tail)))
-        found = {rel: self._as_file(rel, self._pick(join(prefix, rel), c)) for rel, c in groups.items()}
-        listed_ids = {m["id"] for cands in groups.values() for m in cands}
+        found = {rel: self._as_file(rel, self._pick(join(prefix, rel), list(c.values())))
+                 for rel, c in groups.items()}
+        listed_ids = {i for cands in groups.values() for i in cands}
         with self._lock:
             ours = [(rel, rf, self._file_ids[rel]) for rel, rf in self._files.items()
                     if prefix == "" or rel.startswith(prefix + "/")]
@@ -718,25 +952,27 @@ class GDriveRemote:
             found[sub] = RemoteFile(sub, rf.size, rf.md5)
         return sorted(found.values(), key=lambda f: f.path)
 
-    def _lookup(self, rel: str) -> dict[str, Any] | None:
-        """Metadata of the file at ``rel``: by the id we know, else by title."""
+    def _lookup(self, rel: str, md5: str | None = None) -> dict[str, Any] | None:
+        """Metadata of the file at ``rel``: by the id we know, else by title in any twin of
+        its folder; with ``md5``, a copy with that checksum wins over newer ones."""
         rel = rel.strip("/")
         with self._lock:
             fid = self._file_ids.get(rel)
-        if fid is not None:
+            ours = self._files.get(rel)
+        if fid is not None and (md5 is None or ours is None or ours.md5 == md5):
             meta = self._get_meta(f"stat {rel}", fid)
             if meta is not None:
                 return meta
             self._forget(rel, {fid})
         head, title = _split(rel)
-        parent = self._folder_id(head, create=False)
-        if parent is None or not title:
+        parents = self._ids(head)
+        if not parents or not title:
             return None
-        cands = [m for m in self._not_moved(self._children(parent, title), rel) if self._is_file(m)]
+        cands = [m for m in self._not_moved(self._children_of_all(parents, title), rel) if self._is_file(m)]
         while cands:  # the listing may still show a file deleted or moved since: check by id
-            pick = self._pick(rel, cands)
+            pick = self._pick(rel, cands, md5)
             meta = self._get_meta(f"stat {rel}", pick["id"])
-            if meta is not None and meta["title"] == title and any(p["id"] == parent for p in meta["parents"]):
+            if meta is not None and meta["title"] == title and any(p["id"] in parents for p in meta["parents"]):
                 return meta
             cands.remove(pick)
         return None
@@ -759,8 +995,10 @@ class GDriveRemote:
             return None
         return meta
 
-    def stat(self, path: str) -> RemoteFile | None:
-        meta = self._lookup(path)
+    def stat(self, path: str, *, md5: str | None = None) -> RemoteFile | None:
+        """As the protocol says; ``md5`` (the manifest's, when the caller knows it) picks the
+        matching copy where Drive holds several files of that title."""
+        meta = self._lookup(path, md5)
         return None if meta is None else self._as_file(path.strip("/"), meta)
 
     def put_file(self, src: Path, dest: str, progress: Progress | None = None) -> Digest:
@@ -786,10 +1024,13 @@ class GDriveRemote:
         raise AssertionError("unreachable")
 
     def write_bytes(self, dest: str, data: bytes) -> None:
+        """Small files: manifests, so a commit. Before it, twins converge and the folders
+        are confirmed by id to be where restore will look for them."""
         dest = dest.strip("/")
         head, title = _split(dest)
         for again in (False, True):
-            parent = self._folder_id(head, create=True)
+            memo = self._converge()
+            parent = self._folder_id(head, create=True, fresh=True, memo=memo)
             try:
                 self._upload(dest, parent, title, io.BytesIO(data), None, None)
                 return
@@ -801,14 +1042,15 @@ class GDriveRemote:
     def _reset_folders(self) -> None:
         """Someone deleted a folder we knew: forget every folder id and look them up again."""
         log.warning("a Drive folder syncd knew has disappeared; looking the folders up again")
-        with self._lock:
+        with self._mkdir_lock, self._lock:
             self._dirs.clear()
             self._seen.clear()
+            self._used.clear()
+            self._checked.clear()
             self._files.clear()
             self._file_ids.clear()
             self._where.clear()
-        with self._mkdir_lock:
-            self._base_id = None
+            self._parent_of.clear()
 
     def _upload(self, dest: str, parent: str, title: str, fh: BinaryIO,
                 ident: dict[str, Any] | None, progress: Progress | None) -> Digest:
@@ -848,7 +1090,7 @@ class GDriveRemote:
                 f"but {digest.size} bytes with md5 {digest.md5} were sent")
         with self._lock:
             older = self._file_ids.get(dest)
-        self._remember_file(dest, fid, digest.size, digest.md5)
+        self._remember_file(dest, fid, digest.size, digest.md5, parent)
         # Overwrite: everything else titled so in that folder goes (an older version, or a
         # twin from an upload another process finished), now that ours is verified.
         stale = {m["id"] for m in self._children(parent, title) if m["id"] != fid}
@@ -860,11 +1102,12 @@ class GDriveRemote:
             self._gone |= stale
         return digest
 
+
     def _send_all(self, op: str, req: Any) -> dict[str, Any] | None:
         """Chunks until Drive answers with the file; None when the session is gone (404/410)."""
         from googleapiclient.errors import HttpError
 
-        attempt, last_progress = 0, -1
+        attempt, last_progress, reloaded = 0, -1, False
         while True:
             try:
                 _, result = req.next_chunk(http=self._http())
@@ -874,17 +1117,23 @@ class GDriveRemote:
                     return None
                 if not req.resumable_uri and e.resp.status == 404:
                     raise _FolderGone from e
-                self._retry_or_raise(op, e, attempt)
-                attempt += 1
+                if self._retry(op, e, attempt, reloaded):
+                    reloaded = True
+                else:
+                    attempt += 1
                 continue
             except Exception as e:  # transport errors retry; the rest re-raise in there
-                self._retry_or_raise(op, e, attempt)
-                attempt += 1
+                if self._retry(op, e, attempt, reloaded):
+                    reloaded = True
+                else:
+                    attempt += 1
                 continue
+            self._reached = True
             if result is not None:
                 return result
             if req.resumable_progress > last_progress:  # moving again: reset the backoff
                 last_progress, attempt = req.resumable_progress, 0
+
 
     def _remove(self, op: str, fid: str) -> None:
         from googleapiclient.errors import HttpError
@@ -902,9 +1151,10 @@ class GDriveRemote:
 
         self._call(op, go)
 
-    def open_read(self, path: str) -> BinaryIO:
+
+    def open_read(self, path: str, *, md5: str | None = None) -> BinaryIO:
         rel = path.strip("/")
-        meta = self._lookup(rel)
+        meta = self._lookup(rel, md5)
         if meta is None:
             raise RemoteError(f"read {rel}: no such file on Google Drive")
         raw = _RangeReader(self, rel, meta["id"], int(meta.get("fileSize") or 0), self._chunk)
@@ -915,39 +1165,51 @@ class GDriveRemote:
         if not rel:
             raise RemoteError("delete: refusing to delete the whole gdrive:// folder")
         head, title = _split(rel)
-        parent = self._folder_id(head, create=False)
+        parents = self._ids(head)
         ids: set[str] = set()
         with self._lock:
-            for table in (self._dirs, self._file_ids):
+            for table in (self._dirs, self._file_ids, self._used):
                 if rel in table:
                     ids.add(table[rel])
-        if parent is not None:
-            ids |= {m["id"] for m in self._children(parent, title)}
+        if parents:  # in every twin of its folder: readers see them all
+            ids |= {m["id"] for m in self._not_moved(self._children_of_all(parents, title), rel)}
         for fid in sorted(ids):
             self._remove(f"delete {rel}", fid)
         self._forget(rel, ids)
 
     def rename_dir(self, src: str, dst: str) -> None:
+        with self._mkdir_lock:  # listings read our tables after it, never halfway through
+            self._rename_dir(src, dst)
+
+    def _rename_dir(self, src: str, dst: str) -> None:
         src, dst = src.strip("/"), dst.strip("/")
         op = f"rename {src} -> {dst}"
-        fid = self._folder_id(src, create=False)
+        memo = self._converge()  # a commit: what we wrote sits in the canonical folders
+        fid = self._folder_id(src, create=False, fresh=True, memo=memo)
         if fid is None:
             raise RemoteError(f"{op}: no such folder")
-        if self._folder_id(dst, create=False) is not None:
+        if self._folder_id(dst, create=False, fresh=True, memo=memo) is not None:
             raise RemoteError(f"{op}: the destination exists")
-        src_parent = self._folder_id(_split(src)[0], create=False)
-        dst_parent = self._folder_id(_split(dst)[0], create=True)
+        dst_parent = self._folder_id(_split(dst)[0], create=True, fresh=True, memo=memo)
+        with self._lock:
+            src_parent = self._parent_of.get(fid)
+        if src_parent is None:  # not ours: ask where it is
+            meta = self._get_meta(op, fid)
+            if meta is None:
+                raise RemoteError(f"{op}: no such folder")
+            src_parent = ",".join(p["id"] for p in meta.get("parents", []))
         kw: dict[str, Any] = {}
         if src_parent != dst_parent:
             kw = {"addParents": dst_parent, "removeParents": src_parent}
-        self._exec(op, self._service.files().patch(
-            fileId=fid, body={"title": _split(dst)[1]}, supportsAllDrives=True, fields="id", **kw))
+        done = self._exec(op, self._service.files().patch(
+            fileId=fid, body={"title": _split(dst)[1]}, supportsAllDrives=True, fields="id,createdDate", **kw))
         with self._lock:  # move what we know under src to dst
-            for table in (self._dirs, self._file_ids):
+            for table in (self._dirs, self._file_ids, self._used):
                 for key in [k for k in table if k == src or k.startswith(src + "/")]:
                     new = dst + key[len(src):]
                     table[new] = table.pop(key)
-                    self._where[table[new]] = new
+                    if table is not self._used:
+                        self._where[table[new]] = new
             for key in [k for k in self._files if k == src or k.startswith(src + "/")]:
                 rf = self._files.pop(key)
                 new = dst + key[len(src):]
@@ -955,22 +1217,28 @@ class GDriveRemote:
             self._seen.clear()
             self._dirs[dst] = fid  # ours now: it overrules listings that still show src
             self._where[fid] = dst
+            self._parent_of[fid] = dst_parent
+            self._checked[fid] = (time.monotonic(), done.get("createdDate", ""))
 
     def quota(self) -> Quota:
-        with self._mkdir_lock:
-            self._root()
+        """Limit and use of the account's storage. Used is what counts against the limit:
+        Drive with its trash, and Gmail and Photos, which share it; so free space never
+        includes the trash (trash_bytes says how much emptying it would give back)."""
+        self._root()
         about = self._exec("read Drive quota", self._service.about().get(
-            fields="quotaBytesTotal,quotaBytesUsed,quotaBytesUsedInTrash,quotaType"))
+            fields="quotaBytesTotal,quotaBytesUsed,quotaBytesUsedAggregate,quotaBytesUsedInTrash,quotaType"))
         if self._shared_drive:  # Shared Drive storage is the organisation's pool, not ours to count
             return Quota(None, 0, 0)
         limit = int(about.get("quotaBytesTotal") or 0)
         unlimited = about.get("quotaType") == "UNLIMITED" or limit <= 0
-        return Quota(None if unlimited else limit, int(about.get("quotaBytesUsed") or 0),
-                     int(about.get("quotaBytesUsedInTrash") or 0))
+        trash = int(about.get("quotaBytesUsedInTrash") or 0)
+        used = max(int(about.get("quotaBytesUsedAggregate") or 0), int(about.get("quotaBytesUsed") or 0), trash)
+        return Quota(None if unlimited else limit, used, trash)
 
     def empty_trash(self) -> None:
         """Permanently delete everything in the Drive trash (it counts toward the quota)."""
         self._exec("empty Drive trash", self._service.files().emptyTrash())
+
 
     def close(self) -> None:
         self._closing.set()

@@ -16,8 +16,12 @@ talks HTTP to it; nothing of theirs is mocked. It implements what that stack sen
     PUT    <session URI>                           chunks (308 + Range), probes, final 200
 
 Fault injection (``fail``, ``drop``, ``stall``, ``expire_tokens_on``, ``hold``), listing
-lag (``lag_s``), quota (``quota_limit``), the daily upload limit (``daily_limit_bytes``)
-and counters (``bytes_received``, ``count``) let tests drive every failure mode.
+lag (``lag_s``; ``lag()`` keeps everything new out of every client's listings until
+``settle()`` releases it, with no sleeping), quota (``quota_limit``, and
+``other_services_bytes`` for Gmail and Photos, which share it), the daily upload limit
+(``daily_limit_bytes``), revoked refresh tokens (``revoke``), what a person does in the
+Drive web page (``move``) and counters (``bytes_received``, ``count``) let tests drive
+every failure mode.
 """
 
 from __future__ import annotations
@@ -269,6 +273,7 @@ class FakeDrive:
         self.sessions: dict[str, Session] = {}
         self.tokens: dict[str, str] = {}  # access token -> principal
         self.refresh_tokens: dict[str, str] = {}  # refresh token -> client id
+        self.token_grants: dict[str, str] = {}  # access token -> the refresh token it came from
         self.auth_codes: dict[str, str] = {}  # authorization code -> refresh token to issue
         self.faults: list[Fault] = []
         self.count: Counter[str] = Counter()
@@ -276,6 +281,7 @@ class FakeDrive:
         self.chunk_offsets: list[int] = []  # first byte of every chunk PUT, in order
         self.lag_s = 0.0
         self.quota_limit: int | None = 15 * 1024**3
+        self.other_services_bytes = 0  # Gmail and Photos: they count against the same limit
         self.daily_limit_bytes: int | None = None
         self.uploaded_today = 0
         self.page_size = 100
@@ -401,11 +407,34 @@ class FakeDrive:
         self._hold_after = None
         self._release.set()
 
+    def lag(self) -> None:
+        """From now on listings (every client's) show nothing new until ``settle()``."""
+        self.lag_s = 1e9
+
+    def revoke(self, refresh_token: str) -> None:
+        """The user revoked access: the refresh token and its access tokens stop working."""
+        with self.lock:
+            self.refresh_tokens.pop(refresh_token, None)
+            for token in [t for t, r in self.token_grants.items() if r == refresh_token]:
+                self.tokens.pop(token, None)
+
+    def move(self, item_id: str, title: str | None = None, parent: str | None = None) -> None:
+        """Rename or move an item, as a person does in the Drive web page."""
+        with self.lock:
+            item = self.items[item_id]
+            if title is not None:
+                item.title = title
+            if parent is not None:
+                item.parents = [parent]
+            item.modified = _now_iso()
+            self._record(item)
+
     def settle(self) -> None:
         """Make everything so far visible to listings, however large ``lag_s`` is."""
         with self.lock:
+            shift = max(1e6, 2 * self.lag_s)
             for versions in self.history.values():
-                versions[:] = [(t - 1e6, m) for t, m in versions]
+                versions[:] = [(t - shift, m) for t, m in versions]
 
     def expire_sessions(self) -> None:
         with self.lock:
@@ -623,6 +652,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if form.get("refresh_token") not in fake.refresh_tokens:
                     return self._send(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
                 principal = "user"
+                refreshed_with = form["refresh_token"]
             elif grant == "authorization_code":
                 refresh = fake.auth_codes.pop(form.get("code", ""), None)
                 if refresh is None:
@@ -640,6 +670,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(400, {"error": "unsupported_grant_type"})
             token = "ya29.fake-" + fake.new_id("t")
             fake.tokens[token] = principal
+            if grant == "refresh_token":
+                fake.token_grants[token] = refreshed_with
+            elif refresh:
+                fake.token_grants[token] = refresh
         body = {"access_token": token, "expires_in": fake.token_lifetime_s, "token_type": "Bearer"}
         if refresh:
             body["refresh_token"] = refresh
@@ -661,8 +695,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "kind": "drive#about",
                 "quotaType": "LIMITED" if fake.quota_limit is not None else "UNLIMITED",
                 "quotaBytesTotal": str(fake.quota_limit or 0),
-                "quotaBytesUsed": str(used),
-                "quotaBytesUsedAggregate": str(used),
+                "quotaBytesUsed": str(used),  # Drive's own, its trash included
+                "quotaBytesUsedAggregate": str(used + fake.other_services_bytes),
                 "quotaBytesUsedInTrash": str(fake.trash_bytes()),
                 "rootFolderId": fake.root_id,
             })
@@ -786,7 +820,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not in_shared:
                 if principal.startswith("sa:"):
                     raise HttpFail(403, "storageQuotaExceeded", SA_NO_QUOTA)
-                if fake.quota_limit is not None and fake.used_bytes() + total > fake.quota_limit:
+                if fake.quota_limit is not None and \
+                        fake.used_bytes() + fake.other_services_bytes + total > fake.quota_limit:
                     raise HttpFail(403, "storageQuotaExceeded")
             if fake.daily_limit_bytes is not None and fake.uploaded_today + total > fake.daily_limit_bytes:
                 raise HttpFail(403, "uploadLimitExceeded")
