@@ -61,6 +61,12 @@ def train(run) -> None:
     cfg, trainer = run.cfg, run.trainer
     with cfg.training.main_process_first(desc="resolve resume", local=False):
         plan = plan_resume(cfg.run.resume_from_checkpoint, cfg.sync)
+    if plan.path is not None:
+        from .checkpoint_check import check_checkpoint
+
+        # Every rank reads these files in train(); check them all before anything is
+        # touched (the loss log is cut back below), so a bad one costs nothing.
+        check_checkpoint(plan.path)
     if trainer.is_world_process_zero():
         logger.info(plan.why)
         if plan.fresh:

@@ -240,13 +240,31 @@ def _check_choices(model: ModelArguments, data: DataArguments, diffusion: Diffus
         raise ConfigError("config has no train_file")
     for key in ("train_file", "validation_file"):
         path = getattr(data, key)
-        if path is not None and not Path(path).expanduser().is_file():
+        if path is None:
+            continue
+        if "\0" in path:
+            raise ConfigError(f"config key {key} must not contain a NUL byte: {path!r}")
+        file = Path(path).expanduser()
+        if not file.is_file():
             raise ConfigError(f"{key} not found: {path}")
+        if file.stat().st_size == 0:
+            raise ConfigError(f"{key} {path} is empty: it needs one example per line")
     if model.model_name_or_path is None and model.tokenizer_name is None:
         raise ConfigError("config needs tokenizer_name when no model_name_or_path is given")
     resume = run.resume_from_checkpoint
     if not (resume is None or isinstance(resume, (bool, str))):
         raise ConfigError(f"config key resume_from_checkpoint must be auto, a path or false, not {resume!r}")
+
+
+def _check_batches(training) -> None:
+    """TrainingArguments accepts these at 0 or below; the DataLoader or a division fails later."""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = getattr(training, name)
+        if value < 1:
+            raise ConfigError(f"config key {name} must be at least 1, not {value!r}")
+    if training.eval_accumulation_steps is not None and training.eval_accumulation_steps < 1:
+        raise ConfigError("config key eval_accumulation_steps must be at least 1 (or null), "
+                          f"not {training.eval_accumulation_steps!r}")
 
 
 def split_keys(data: dict[str, Any], training_fields: set[str]) -> dict[str, dict[str, Any]]:
@@ -311,4 +329,5 @@ def parse_config(argv: list[str], base_dir: Path | None = None) -> TrainConfig:
     except (ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"invalid training arguments: {first}") from None
+    _check_batches(training)
     return TrainConfig(model, data_args, diffusion, run, training, sync, source)

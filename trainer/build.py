@@ -22,6 +22,14 @@ from .tess_trainer import (
 logger = logging.getLogger("tessync.trainer")
 
 
+try:  # what a strict (transformers 5) config raises for a value of the wrong type
+    from huggingface_hub.errors import StrictDataclassError
+
+    _CONFIG_VALIDATION_ERRORS: tuple[type[BaseException], ...] = (StrictDataclassError,)
+except ImportError:  # older huggingface_hub: configs do not validate
+    _CONFIG_VALIDATION_ERRORS = ()
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -48,7 +56,11 @@ def load_model_config(model_args, diffusion, tokenizer, max_seq_length: int):
     for key, value in (model_args.model_config or {}).items():
         if not hasattr(config, key):
             raise ConfigError(f"unknown model_config key {key} for {type(config).__name__}")
-        setattr(config, key, value)
+        try:
+            setattr(config, key, value)
+        except (ValueError, TypeError, *_CONFIG_VALIDATION_ERRORS) as e:  # transformers 5 checks field types
+            raise ConfigError(f"model_config key {key}: {_first_line(e.__cause__ or e)}") from None
+    check_shape(config)
     if not model_args.model_name_or_path:
         config.vocab_size = len(tokenizer)
     config.pad_token_id = tokenizer.pad_token_id
@@ -63,6 +75,20 @@ def load_model_config(model_args, diffusion, tokenizer, max_seq_length: int):
         raise ConfigError(f"max_seq_length {max_seq_length} needs max_position_embeddings of at least "
                           f"{max_seq_length + 2}, the model has {config.max_position_embeddings}")
     return config
+
+
+def check_shape(config) -> None:
+    """The sizes RoBERTa divides and allocates by, checked before any weight is drawn."""
+    for key in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
+                "max_position_embeddings"):
+        value = getattr(config, key, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model_config key {key} must be a positive integer, not {value!r}")
+    heads, hidden = getattr(config, "num_attention_heads", None), getattr(config, "hidden_size", None)
+    if heads and hidden and hidden % heads:
+        raise ConfigError(f"model_config hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
 
 
 def build_datasets(cfg, tokenizer):
@@ -85,6 +111,8 @@ def build_datasets(cfg, tokenizer):
             evaluation = prepare_dataset(raw["validation"], tokenizer, max_samples=d.max_eval_samples, **common)
     if len(train) == 0:
         raise ConfigError(f"train_file {d.train_file} has no line with anything to generate")
+    if evaluation is not None and len(evaluation) == 0:
+        raise ConfigError(f"validation_file {d.validation_file} has no line with anything to generate")
     return train, evaluation
 
 
@@ -107,8 +135,9 @@ def build_trainer(cfg) -> Run:
 
         torch.set_num_threads(cfg.run.torch_num_threads)
     tokenizer = load_tokenizer(cfg.model)
-    train_ds, eval_ds = build_datasets(cfg, tokenizer)
+    # The model's shape first: a bad one fails in a second, not after tokenising.
     config = load_model_config(cfg.model, cfg.diffusion, tokenizer, cfg.data.max_seq_length)
+    train_ds, eval_ds = build_datasets(cfg, tokenizer)
     set_seed(training.seed)  # before the weights are drawn, so a run is a function of its config
     try:
         model = build_model(config, cfg.model.model_name_or_path, cfg.model.cache_dir,

@@ -142,7 +142,24 @@ def load_text_datasets(train_file: str | None, validation_file: str | None, cach
         files["train"] = train_file
     if validation_file:
         files["validation"] = validation_file
-    raw = load_dataset("text", data_files=files, cache_dir=cache_dir)
+    try:
+        raw = load_dataset("text", data_files=files, cache_dir=cache_dir)
+    except Exception as e:  # datasets wraps the reader's error in its own
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, UnicodeDecodeError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        from syncd.errors import ConfigError
+
+        for split, path in files.items():  # an error path: reading the files again to name one is fine
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    for _ in fh:
+                        pass
+            except UnicodeDecodeError as bad:
+                raise ConfigError(f"{split}_file {path} is not UTF-8 text ({bad.reason})") from None
+        raise ConfigError(f"the text files are not UTF-8 text ({cause.reason})") from None
     return raw.filter(lambda ex: bool(ex["text"].strip()), desc="drop empty lines")
 
 
