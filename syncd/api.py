@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from pathlib import Path
 
-from .checkpoints import FINAL_NAME, LocalCheckpoint, inspect_final, scan_local
+from . import freshness
+from .checkpoints import LocalCheckpoint, inspect_final, scan_local
 from .config import SyncConfig
 from .errors import RemoteError
+from .identity import read_local_record
 from .locking import running_pid
-from .remote_state import RemoteCheckpoint, RemoteIndex
+from .remote_state import RemoteIndex, Snapshot
 from .remotes import Remote, open_remote
 from .restore import restore as _restore
 
@@ -29,15 +30,20 @@ def restore(cfg: SyncConfig, step: int | None = None, to: Path | None = None, pr
 
 
 def index_for(cfg: SyncConfig, remote: Remote) -> RemoteIndex:
-    return RemoteIndex(remote, cfg.run_name, cfg.manifest_key)
+    """This output folder's view of the remote run: attributed by its run id when it has one."""
+    return RemoteIndex(remote, cfg.run_name, cfg.manifest_key, read_local_record(cfg.state_dir))
 
 
 def daemon_running(output_dir: Path) -> bool:
     return running_pid(Path(output_dir) / ".syncd") is not None
 
 
-def pending(cfg: SyncConfig, entries: list[RemoteCheckpoint], include_final: bool = True) -> list[str]:
-    """Names that must still be committed: the newest local checkpoint, and the final model."""
+def pending(cfg: SyncConfig, snap: Snapshot, include_final: bool = True) -> list[str]:
+    """Names that must still be committed: the newest local checkpoint, and the final model.
+
+    A committed copy counts only when it holds the local bytes (freshness.py): a step
+    saved again with other contents is pending until its new version is committed.
+    """
     local = [c for c in scan_local(cfg.output_dir, cfg.settle_seconds)
              if c.complete or c.reason == "settling"]
     want: list[LocalCheckpoint] = local[-1:]
@@ -45,27 +51,14 @@ def pending(cfg: SyncConfig, entries: list[RemoteCheckpoint], include_final: boo
         final = inspect_final(cfg.output_dir, cfg.settle_seconds)
         if final is not None and (final.complete or final.reason == "settling"):
             want.append(final)
-    committed = {e.name: e for e in entries if e.committed}
+    copies = snap.restorable() if isinstance(snap, Snapshot) else {e.base: e for e in snap if e.committed}
     out = []
     for c in want:
-        entry = committed.get(c.name)
-        if entry is None:
-            out.append(c.name)
-        elif c.name == FINAL_NAME and not _final_matches(c, entry):
+        entry = copies.get(c.name)
+        if entry is None or entry.manifest is None or not c.complete or not freshness.same_as_committed(
+                cfg.state_dir, c.name, c.path, c.files, entry.manifest, entry.name):
             out.append(c.name)
     return out
-
-
-def _final_matches(final: LocalCheckpoint, entry: RemoteCheckpoint) -> bool:
-    """The remote final model holds the local files (sizes) and is newer than them."""
-    assert entry.manifest is not None
-    if {f.path: f.size for f in final.files} != {f.path: f.size for f in entry.manifest.files}:
-        return False
-    try:
-        created = datetime.fromisoformat(entry.manifest.created).timestamp()
-    except ValueError:
-        return False
-    return created >= final.newest_mtime - 1.0
 
 
 def wait_committed(cfg: SyncConfig, timeout_seconds: float, include_final: bool = True,

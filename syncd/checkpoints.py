@@ -30,7 +30,9 @@ from pathlib import Path
 
 from .fsutil import atomic_write_json
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# Hugging Face names checkpoints checkpoint-{global_step}: no leading zeros. A folder
+# named checkpoint-007 is someone else's (it would collide with checkpoint-7).
+CHECKPOINT_RE = re.compile(r"^checkpoint-(0|[1-9]\d*)$")
 MARKER = "checkpoint-complete.json"
 FINAL_MARKER = "training-complete.json"
 INCOMPLETE_SENTINEL = "checkpoint-is-incomplete.txt"
@@ -55,6 +57,7 @@ class LocalCheckpoint:
     complete: bool
     reason: str  # "marker", "settled", or why it is not complete
     files: tuple[LocalFile, ...] = field(default=(), repr=False)
+    links: tuple[str, ...] = ()  # symlinks inside it: never followed, never mirrored
 
     @property
     def size_bytes(self) -> int:
@@ -74,8 +77,11 @@ def step_of(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def walk_files(folder: Path, *, recursive: bool = True) -> list[LocalFile]:
-    """Regular files below ``folder`` (never following symlinks), sorted by path."""
+def walk_files(folder: Path, *, recursive: bool = True, links: list[str] | None = None) -> list[LocalFile]:
+    """Regular files below ``folder`` (never following symlinks), sorted by path.
+
+    The relative paths of symlinks met on the way are appended to ``links`` when given.
+    """
     out: list[LocalFile] = []
 
     def visit(d: Path, prefix: str) -> None:
@@ -87,6 +93,8 @@ def walk_files(folder: Path, *, recursive: bool = True) -> list[LocalFile]:
             rel = f"{prefix}{e.name}"
             try:
                 if e.is_symlink():
+                    if links is not None:
+                        links.append(rel)
                     continue  # staging never follows a link out of the checkpoint
                 if e.is_dir(follow_symlinks=False):
                     if recursive:
@@ -125,12 +133,13 @@ def inspect_checkpoint(path: Path, settle_seconds: float, now: float | None = No
     now = time.time() if now is None else now
     name = path.name
     step = step_of(name)
-    files = tuple(walk_files(path))
+    links: list[str] = []
+    files = tuple(walk_files(path, links=links))
     marker = _read_marker(path / MARKER)
     if marker is not None:
         ok = _marker_matches(marker, files)
         return LocalCheckpoint(name, step if step is not None else -1, path, ok,
-                               "marker" if ok else "marker does not match the files", files)
+                               "marker" if ok else "marker does not match the files", files, tuple(links))
     names = {f.path for f in files}
     if INCOMPLETE_SENTINEL in names:
         reason = "still being written (incomplete sentinel)"
@@ -140,7 +149,8 @@ def inspect_checkpoint(path: Path, settle_seconds: float, now: float | None = No
         reason = "settling"
     else:
         reason = "settled"
-    return LocalCheckpoint(name, step if step is not None else -1, path, reason == "settled", reason, files)
+    return LocalCheckpoint(name, step if step is not None else -1, path, reason == "settled", reason, files,
+                           tuple(links))
 
 
 def inspect_final(output_dir: Path, settle_seconds: float, now: float | None = None) -> LocalCheckpoint | None:

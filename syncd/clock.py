@@ -30,8 +30,9 @@ class QuietTracker:
             return mono_now
         return prev[1]
 
-    def quiet_for(self, name: str, fingerprint: Hashable, mono_now: float) -> float:
-        return mono_now - self.changed_at(name, fingerprint, mono_now)
+    def forget(self, name: str) -> None:
+        """Count ``name`` as just changed next time (its files changed in a way stats miss)."""
+        self._seen.pop(name, None)
 
     def keep_only(self, names: Iterable[str]) -> None:
         keep = set(names)

@@ -32,23 +32,37 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from . import policy
+from . import freshness, identity, policy
 from .checkpoints import (
     FINAL_NAME,
     TRAINER_STATE,
     LocalCheckpoint,
+    inspect_checkpoint,
     inspect_final,
     scan_local,
     step_of,
 )
 from .clock import JumpDetector, QuietTracker
 from .config import SyncConfig
-from .errors import Cancelled, ConfigError, QuotaError, RemoteError, SyncdError
+from .deleter import RemoteDeleter, permitted
+from .errors import Cancelled, ConfigError, QuotaError, RemoteError, SourceChanged, SyncdError
 from .faults import crash_point
 from .fsutil import atomic_write_json, read_json
+from .identity import read_local_record
 from .locking import DaemonLock
-from .manifest import MANIFEST_NAME, Manifest
-from .remote_state import DELETING, OLD, PARTIAL, RemoteCheckpoint, RemoteIndex
+from .manifest import Manifest
+from .overlap import check_overlap
+from .remote_state import (
+    LEGACY,
+    OURS,
+    PARTIAL,
+    UNREADABLE,
+    Entry,
+    RemoteIndex,
+    Snapshot,
+    base_name,
+    folder_name,
+)
 from .remotes import Remote, open_remote
 from .remotes.base import join
 from .stage import stage, staged_names, unstage
@@ -72,10 +86,6 @@ def best_step(local: list[LocalCheckpoint]) -> int | None:
             best = state.get("best_model_checkpoint")
             return step_of(Path(best).name) if isinstance(best, str) else None
     return None
-
-
-def final_fingerprint(final: LocalCheckpoint) -> list[list]:
-    return [[f.path, f.size, f.mtime] for f in final.files]
 
 
 @dataclass
@@ -106,6 +116,11 @@ class Status:
     lag_seconds: float | None = None
     queue_length: int = 0
     http_port: int | None = None
+    run_id: str | None = None
+    identity: str | None = None  # whether this daemon owns the remote run folder, and if not why
+    stale: list[str] = field(default_factory=list)  # local copies that differ from their commit
+    damaged: dict[str, str] = field(default_factory=dict)  # committed copies that lost files
+    remote_notes: dict[str, str] = field(default_factory=dict)  # folders not ours: why
 
 
 class _Handler(FileSystemEventHandler):
@@ -147,6 +162,11 @@ class Daemon:
         self._current: UploadJob | None = None
         self._job_cancel = threading.Event()
         self._announced: set[str] = set()
+        self.run_id: str | None = None
+        self._blocked: dict[str, tuple] = {}  # name -> files when a local read failed
+        self._announced_links: set[str] = set()
+        self._damaged: dict[str, str] = {}  # committed folder -> what is wrong with it
+        self._check_copies_due = True
         self._watches: dict[tuple, object] = {}
         self._quiet = QuietTracker()
         self._settle_due: dict[str, float] = {}
@@ -171,6 +191,7 @@ class Daemon:
         self.stop()
 
     def start(self) -> None:
+        check_overlap(self.out, self.cfg.remote_url, self.cfg.run_name)
         self._lock.acquire()
         try:
             # Listen before the first pass: status.json naming this pid is what callers
@@ -187,7 +208,7 @@ class Daemon:
             self._intervals = {"reconcile": interval, "disk": max(interval, 1.0)}
             now = datetime.now()
             self.scheduler.add_job(self._reconcile, "interval", seconds=interval, id="reconcile",
-                                   next_run_time=now, max_instances=1)
+                                   next_run_time=now, max_instances=1, kwargs={"full": True})
             self.scheduler.add_job(self._disk_check, "interval", seconds=self._intervals["disk"], id="disk",
                                    next_run_time=now, max_instances=1)
             self.scheduler.start()
@@ -223,12 +244,33 @@ class Daemon:
         probe = join(self.cfg.run_name, f".syncd-probe-{os.getpid()}")
         try:
             self.remote.write_bytes(probe, b"ok\n")
-            self.remote.delete(probe)
+            with permitted(probe):  # written a moment ago, by us
+                self.remote.delete(probe)
         except RemoteError as e:
             raise RemoteError(f"remote {self.cfg.remote_url} is not writable: {e}") from None
+        cleanup = getattr(self.remote, "abort_incomplete_uploads", None)
+        if cleanup is not None:
+            try:
+                cleanup(self.cfg.run_name)
+            except RemoteError as e:
+                log.warning("could not abort earlier incomplete uploads: %s", e)
         self.index = RemoteIndex(self.remote, self.cfg.run_name, self.cfg.manifest_key)
+        self._refuse_foreign_run()
         self.uploader = Uploader(self.remote, self.index, self.state_dir, workers=self.cfg.upload_workers,
                                  bwlimit_mbps=self.cfg.bwlimit_mbps, on_bytes=self._on_bytes)
+
+    def _refuse_foreign_run(self) -> None:
+        """At start, a run that may not write here fails with one line (passes only report it)."""
+        try:
+            record = identity.read_remote_record(self.remote, self.cfg.run_name)
+        except SyncdError as e:
+            log.warning("cannot read the remote run record yet: %s", e)
+            return
+        decision = identity.decide(read_local_record(self.state_dir), record,
+                                   has_local_checkpoints=bool(scan_local(self.out, self.cfg.settle_seconds)),
+                                   output_dir=self.out, remote_run=f"{self.cfg.remote_url}/{self.cfg.run_name}")
+        if decision.action == identity.REFUSE:
+            raise ConfigError(decision.message)
 
     def stop(self, timeout: float = 60.0) -> None:
         if self._stopping.is_set() and self.status.state == "stopped":
@@ -311,13 +353,15 @@ class Daemon:
         return added
 
     # -- the reconcile pass ------------------------------------------------
-    def _reconcile(self) -> None:
+    def _reconcile(self, full: bool = False) -> None:
+        """One pass; ``full`` (the timer's) also checks the committed copies still hold their files."""
         with self._state_lock:
             self._poke_due = None
         if self._stopping.is_set():
             return
         with self._pass_lock:
             try:
+                self._check_copies_due = self._check_copies_due or full
                 self._pass()
             except SyncdError as e:
                 self._error(str(e))
@@ -347,40 +391,22 @@ class Daemon:
         by_step = {c.step: c for c in local}
         views = self._views(local, mono)
 
-        entries: list[RemoteCheckpoint] | None = None
+        plan: list[int] | None = None
         if self.index is not None:
             try:
-                entries = self._finish_interrupted_commits(self.index.scan())
+                snap = self.index.scan()
             except RemoteError as e:
                 self._error(f"listing the remote failed: {e}")
-        plan: list[int] | None = None
-        # A staged checkpoint is complete by construction and survives the
-        # trainer's own rotation, so it still counts for what to upload.
-        staged = {n: self.staging / n for n in staged_names(self.staging) if step_of(n) is not None}
-        if entries is not None:
-            committed = sorted(e.step for e in entries if e.committed and e.step is not None)
-            self.status.committed = [e.name for e in entries if e.committed]
-            # Only complete checkpoints are ever staged, so a staged one stays wanted even
-            # while a restarted daemon waits out its quiet period again.
-            staged_steps = {step_of(n) for n in staged}
-            plan_views = [policy.View(v.step, v.complete or v.step in staged_steps) for v in views]
-            plan_views += [policy.View(s, True) for s in staged_steps - set(by_step)]
-            plan = policy.upload_plan(plan_views, committed, self.cfg.backup_keep_last)
-            jobs = []
-            if final is not None and final.complete and not self._final_up_to_date(final, entries):
-                jobs.extend(self._stage_jobs([final]))
-            for step in plan:
-                ckpt = by_step.get(step)
-                if ckpt is not None and ckpt.complete:
-                    jobs.extend(self._stage_jobs([ckpt]))
-                else:
-                    jobs.append(UploadJob(f"checkpoint-{step}", step, staged[f"checkpoint-{step}"]))
-            self._set_queue(jobs)
-            self._prune_remote(entries, committed, {j.name for j in jobs})
-            self._update_lag(local, committed, now, mono)
-
+            else:
+                plan = self._remote_pass(snap, local, final, views, by_step, now, mono)
+        elif self.remote is None:
+            plan = []
+        protect = set(self._restored_pins(local))
+        if plan is None and self.remote is not None:
+            # What the remote holds is unknown: nothing local goes that may not be mirrored.
+            protect |= {c.step for c in local if c.complete}
         staged_now = set(staged_names(self.staging))
-        protect = {s for s in (plan or []) if f"checkpoint-{s}" not in staged_now}
+        protect |= {s for s in (plan or []) if f"checkpoint-{s}" not in staged_now}
         retire = policy.local_retire(views, self.cfg.save_total_limit, best_step=best_step(local),
                                      now=mono, stale_seconds=self.cfg.stale_seconds, protect=protect)
         for step in retire:
@@ -461,84 +487,229 @@ class Daemon:
             s.lag_steps = max(0, newest.step - (s.newest_committed_step or 0))
             s.lag_seconds = 0.0 if newest.step in committed else round(mono - self._complete_since[newest.name], 3)
 
-    def _finish_interrupted_commits(self, entries: list[RemoteCheckpoint]) -> list[RemoteCheckpoint]:
-        """A ``.partial`` holding a valid manifest was committed; only its rename was lost."""
-        names = {e.name for e in entries}
-        with self._state_lock:
-            busy = self._current.name if self._current else None
-        out = []
-        for e in entries:
-            if e.base == busy:
-                out.append(e)  # the uploader is committing it right now
+    # -- the remote side of a pass -------------------------------------------
+    def _remote_pass(self, snap: Snapshot, local: list[LocalCheckpoint], final: LocalCheckpoint | None,
+                     views: list[policy.View], by_step: dict[int, LocalCheckpoint], now: float,
+                     mono: float) -> list[int] | None:
+        """Plan uploads and remote deletions from one snapshot; the upload plan, or None if unknown."""
+        if snap.io_errors:
+            self._error("remote reads failed, so nothing is deleted this pass: " + "; ".join(snap.io_errors[:3]))
+        owned = self._settle_identity(snap, local)
+        self.status.remote_notes = {e.name: self._note(e) for e in snap if e.owner != OURS or e.error}
+        if not owned:
+            self._set_queue([])
+            return None
+        snap = self._finish_interrupted_commits(snap)
+        copies = snap.copies()
+        if self._check_copies_due:
+            self._check_copies_due = False
+            self._check_copies(copies)
+        self._damaged = {n: p for n, p in self._damaged.items() if any(e.name == n for e in copies.values())}
+        self.status.damaged = dict(self._damaged)
+        copies = {b: e for b, e in copies.items() if e.name not in self._damaged}
+        self.status.committed = sorted(copies)
+        stale = self._stale(copies, local, final)
+        self.status.stale = sorted(stale)
+        committed = sorted(e.step for name, e in copies.items() if e.step is not None and name not in stale)
+        # A step whose folder could not be read may well be committed: neither sent again nor pruned.
+        unknown = {e.base for e in snap if e.owner == UNREADABLE}
+        committed = sorted(set(committed) | {step_of(b) for b in unknown if step_of(b) is not None})
+        # A staged checkpoint is complete by construction and survives the trainer's own
+        # rotation, so it stays wanted even while a restarted daemon waits out its quiet time.
+        staged = {n: self.staging / n for n in staged_names(self.staging) if step_of(n) is not None}
+        staged_steps = {step_of(n) for n in staged}
+        plan_views = [policy.View(v.step, v.complete or v.step in staged_steps) for v in views]
+        plan_views += [policy.View(s, True) for s in staged_steps - set(by_step)]
+        plan = policy.upload_plan(plan_views, committed, self.cfg.backup_keep_last)
+        wanted: list[LocalCheckpoint | str] = []
+        if final is not None and final.complete and (FINAL_NAME not in copies or FINAL_NAME in stale):
+            wanted.append(final)
+        for step in plan:
+            ckpt = by_step.get(step)
+            wanted.append(ckpt if ckpt is not None and ckpt.complete else f"checkpoint-{step}")
+        jobs = []
+        for item in wanted:
+            name = item if isinstance(item, str) else item.name
+            if name in unknown:
                 continue
-            if e.partial and e.manifest is not None and e.base not in names and self.remote is not None:
-                src, dst = join(self.cfg.run_name, e.name), join(self.cfg.run_name, e.base)
-                log.info("%s: finishing an interrupted commit", e.base)
-                self.remote.rename_dir(src, dst)
-                e = RemoteCheckpoint(e.base, e.base, e.step, e.manifest)
-            out.append(e)
+            if name in self._blocked and (isinstance(item, str) or self._blocked[name] == item.files):
+                continue  # failed on a local read; waits for its files to change
+            path = staged.get(name) if isinstance(item, str) else self._stage(item)
+            if path is not None:
+                step = step_of(name)
+                jobs.append(UploadJob(name, step, path, self._version_for(snap, name)))
+        self._set_queue(jobs)
+        in_use = {folder_name(j.name, j.version, sfx) for j in jobs for sfx in ("", PARTIAL)}
+        with self._state_lock:
+            if self._current is not None:
+                in_use |= {folder_name(self._current.name, self._current.version, sfx) for sfx in ("", PARTIAL)}
+        doomed = policy.remote_deletions(
+            [policy.RemoteView(e.name, e.base, e.step, e.version, e.state, e.owner) for e in snap],
+            keep=self.cfg.backup_keep_last, in_use=in_use, clean=snap.clean, identity_ok=True)
+        deleter = RemoteDeleter(self.remote, self.index)
+        for d in doomed:
+            try:
+                deleter.apply(d, self.run_id)
+            except RemoteError as err:
+                self._error(f"{d.name}: remote delete failed: {err}", base_name(d.name))
+        self._update_lag(local, committed, now, mono)
+        return plan
+
+    def _check_copies(self, copies: dict[str, Entry]) -> None:
+        """Sizes (and the server's md5 where it has one) of every committed copy against its manifest.
+
+        A damaged copy stops counting as a backup: the local copy, when it is still
+        here, is uploaded as a new version, and the damaged one is then superseded.
+        """
+        for e in copies.values():
+            assert e.manifest is not None
+            try:
+                stored = {f.path: f for f in self.remote.list_files(join(self.cfg.run_name, e.name))}
+            except RemoteError as err:
+                log.warning("%s: could not check its files: %s", e.name, err)
+                continue
+            problems = []
+            for mf in e.manifest.files:
+                rf = stored.get(mf.path)
+                if rf is None:
+                    problems.append(f"{mf.path} is missing")
+                elif rf.size != mf.size:
+                    problems.append(f"{mf.path} has {rf.size} bytes, not {mf.size}")
+                elif rf.md5 is not None and rf.md5 != mf.md5:
+                    problems.append(f"{mf.path} has another md5")
+            if problems:
+                message = f"{e.name}: damaged on the remote ({'; '.join(problems[:3])})"
+                if self._damaged.get(e.name) != message:
+                    self._error(message + "; uploading the local copy again where there is one", e.base)
+                self._damaged[e.name] = message
+            else:
+                self._damaged.pop(e.name, None)
+
+    @staticmethod
+    def _note(e: Entry) -> str:
+        if e.owner == UNREADABLE:
+            return f"unreadable: {e.error}"
+        if e.owner == LEGACY:
+            return "legacy (committed before run ids; restorable, never pruned)"
+        if e.error:
+            return f"unverified: {e.error}"
+        if e.manifest is not None:
+            return "foreign (another run's commit)"
+        return "foreign (not made by this run)"
+
+    def _settle_identity(self, snap: Snapshot, local: list[LocalCheckpoint]) -> bool:
+        """Whether this daemon may write to and delete in the remote run folder now."""
+        record = snap.record_run_id
+        if any(err.startswith("run record") for err in snap.io_errors):
+            self.status.identity = "unknown: the remote run record could not be read"
+            return False
+        if self.run_id is not None and record == self.run_id:
+            return True
+        decision = identity.decide(read_local_record(self.state_dir), record,
+                                   has_local_checkpoints=bool(local), output_dir=self.out,
+                                   remote_run=f"{self.cfg.remote_url}/{self.cfg.run_name}")
+        if decision.action == identity.CLAIM:
+            assert decision.run_id is not None
+            identity.write_remote_record(self.remote, self.cfg.run_name, decision.run_id)
+            log.info("run %s: recorded in the remote run folder", identity.short(decision.run_id))
+            decision = identity.Decision(identity.OK, decision.run_id)
+        if decision.action == identity.OK:
+            if self.run_id != decision.run_id:
+                log.info("mirroring as run %s", identity.short(decision.run_id))
+            self.run_id = decision.run_id
+            self.index.run_id = decision.run_id
+            self.status.run_id = decision.run_id
+            self.status.identity = "this run"
+            self.status.errors.pop("run", None)
+            return True
+        if decision.action == identity.NEW:
+            self.run_id = None
+            self.index.run_id = None
+            self.status.identity = "new run: its id is made at the first upload"
+            return True
+        self.run_id = None
+        self.index.run_id = None
+        if self.status.identity != decision.message:
+            (log.info if decision.action == identity.WAIT else log.error)("%s", decision.message)
+        self.status.identity = decision.message
+        if decision.action == identity.REFUSE:
+            self.status.errors["run"] = decision.message
+            self.status.last_error = decision.message
+        return False
+
+    def _ensure_run_id(self) -> str:
+        """The run id, made (remote record first, then ours) when this run uploads first."""
+        if self.run_id is not None:
+            return self.run_id
+        current = identity.read_remote_record(self.remote, self.cfg.run_name)
+        if current is not None:
+            raise RemoteError(f"another run ({identity.short(current)}) took {self.cfg.run_name} on the remote "
+                              "meanwhile; set another run_name")
+        run_id = identity.new_run_id()
+        identity.write_remote_record(self.remote, self.cfg.run_name, run_id)
+        identity.write_local_record(self.state_dir, run_id, self.cfg.run_name, self.cfg.remote_url)
+        log.info("new run %s for %s", identity.short(run_id), self.cfg.run_name)
+        self.run_id = run_id
+        self.index.run_id = run_id
+        self.status.run_id = run_id
+        self.status.identity = "this run"
+        return run_id
+
+    def _version_for(self, snap: Snapshot, base: str) -> int:
+        """Where a new upload of ``base`` goes: our unfinished upload, or the next free version."""
+        versions = snap.versions(base)
+        copy = snap.copies().get(base)
+        resumable = [e.version for e in versions if e.owner == OURS and e.manifest is None and e.error is None
+                     and e.suffix in ("", PARTIAL) and (copy is None or e.version > copy.version)]
+        if resumable:
+            return max(resumable)
+        return max((e.version for e in versions), default=0) + 1
+
+    def _finish_interrupted_commits(self, snap: Snapshot) -> Snapshot:
+        """An upload of ours whose manifest was written in ``.partial`` only lost its rename."""
+        names = {e.name for e in snap}
+        with self._state_lock:
+            busy = self._current
+        changed = False
+        for e in snap:
+            if not (e.partial and e.owner == OURS and e.manifest is not None):
+                continue
+            target = folder_name(e.base, e.version)
+            if target in names or (busy is not None and busy.name == e.base and busy.version == e.version):
+                continue
+            log.info("%s: finishing an interrupted commit", target)
+            try:
+                self.remote.rename_dir(join(self.cfg.run_name, e.name), join(self.cfg.run_name, target))
+                changed = True
+            except RemoteError as err:
+                if target not in {x.name for x in self.index.scan()}:  # else the uploader was first
+                    self._error(f"{target}: finishing its commit failed: {err}", e.base)
+        return self.index.scan() if changed else snap
+
+    def _stale(self, copies: dict[str, Entry], local: list[LocalCheckpoint],
+               final: LocalCheckpoint | None) -> set[str]:
+        """Names whose complete local copy differs from their committed remote copy."""
+        out = set()
+        for c in [x for x in local if x.complete] + ([final] if final is not None and final.complete else []):
+            entry = copies.get(c.name)
+            if entry is None or entry.manifest is None:
+                continue
+            if not freshness.same_as_committed(self.state_dir, c.name, c.path, c.files, entry.manifest, entry.name):
+                if c.name not in self.status.stale:
+                    log.info("%s: differs from its committed copy %s; uploading it again", c.name, entry.name)
+                out.add(c.name)
         return out
 
-    def _final_up_to_date(self, final: LocalCheckpoint, entries: list[RemoteCheckpoint]) -> bool:
-        remote_final = next((e for e in entries if e.committed and e.is_final), None)
-        if remote_final is None or remote_final.manifest is None:
-            return False
-        record = read_json(self.state_dir / "state" / "final.json", default=None)
-        if isinstance(record, dict) and record.get("fingerprint") == final_fingerprint(final):
-            return True
-        # No record (state lost) or files changed: compare sizes, then contents.
-        mf = {f.path: f for f in remote_final.manifest.files}
-        if {f.path: f.size for f in final.files} != {p: f.size for p, f in mf.items()}:
-            return False
-        from .remotes.base import hash_file
-
-        same = all(hash_file(final.path / f.path).sha256 == mf[f.path].sha256 for f in final.files)
-        if same:
-            self._record_final(final)
-        return same
-
-    def _record_final(self, final: LocalCheckpoint) -> None:
-        atomic_write_json(self.state_dir / "state" / "final.json", {"fingerprint": final_fingerprint(final)})
-
-    def _stage_jobs(self, ckpts: list[LocalCheckpoint]) -> list[UploadJob]:
-        jobs = []
-        for c in ckpts:
-            crash_point("before_stage")
-            path = stage(c, self.staging)
-            if path is not None:
-                jobs.append(UploadJob(c.name, None if c.is_final else c.step, path))
-        return jobs
-
-    def _prune_remote(self, entries: list[RemoteCheckpoint], committed: list[int], wanted: set[str]) -> None:
-        assert self.remote is not None
-        run = self.cfg.run_name
-        doomed = set(policy.remote_prune(committed, self.cfg.backup_keep_last))
-        busy = {self._current.name} if self._current else set()
-        for e in entries:
-            if e.committed and e.step in doomed:
-                reason = "pruned (beyond backup_keep_last)"
-            elif e.name.endswith((DELETING, OLD)):
-                reason = "removed (leftover of an interrupted step)"
-            elif not e.committed and e.base not in wanted and e.base not in busy:
-                reason = "removed (uncommitted and no longer wanted)"
-            else:
-                continue
-            path = join(run, e.name)
-            try:
-                if e.committed:
-                    # Un-commit first, atomically, so a half-deleted folder is never taken for a backup.
-                    if self.remote.capabilities.rename:
-                        self.remote.rename_dir(path, path + DELETING)
-                        path += DELETING
-                    else:
-                        self.remote.delete(join(path, MANIFEST_NAME))
-                    self.index.forget(e.name)
-                    crash_point("mid_prune")
-                self.remote.delete(path)
-            except RemoteError as err:
-                self._error(f"{e.name}: remote delete failed: {err}", e.base)
-                continue
-            log.info("%s: remote copy %s", e.name, reason)
+    def _restored_pins(self, local: list[LocalCheckpoint]) -> list[int]:
+        """Steps restored here that training has not moved past yet: never retired under the user."""
+        pins = read_json(self.state_dir / "state" / "restored.json", default={}) or {}
+        out = []
+        for c in local:
+            at = pins.get(c.name) if isinstance(pins, dict) else None
+            if isinstance(at, (int, float)) and not any(
+                    o.complete and o.name != c.name and o.newest_mtime > at for o in local):
+                out.append(c.step)
+        return out
 
     def _retire_local(self, ckpt: LocalCheckpoint) -> None:
         """Rename into trash first, so a killed delete never leaves a half checkpoint in place."""
@@ -628,7 +799,7 @@ class Daemon:
                 self.status.current = {"name": job.name, "bytes_done": 0, "bytes_total": total}
             assert self.uploader is not None
             try:
-                manifest = self.uploader.upload(job, cancel)
+                manifest = self.uploader.upload(job, cancel, self._ensure_run_id())
             except Cancelled:
                 failures = 0
             except QuotaError as e:
@@ -636,10 +807,34 @@ class Daemon:
                 pause = min(QUOTA_RETRY_MAX_SECONDS, max(QUOTA_RETRY_MIN_SECONDS, 5 * self.cfg.interval_seconds))
                 self._error(f"{job.name}: upload stopped: {e} (next try in {pause:.0f} s)", job.name)
                 self._stopping.wait(pause)
-            except (SyncdError, OSError) as e:
+            except SourceChanged as e:
+                # Start again from a fresh stage once the writer is done: its quiet time restarts.
+                self._error(f"{job.name}: {e}; uploading it again once it is still", job.name)
+                self._quiet.forget(job.name)
+                unstage(self.staging, job.name)
+                self._stopping.wait(min(RETRY_MAX_SECONDS, 0.5 * 2.0 ** failures))
+                failures += 1
+            except (FileNotFoundError, NotADirectoryError) as e:
+                failures += 1
+                self._error(f"{job.name}: staged files vanished ({e}); staging again", job.name)
+                unstage(self.staging, job.name)
+            except OSError as e:
+                # A local file that cannot be read: this checkpoint waits for its files to
+                # change, the others keep moving.
+                self.status.failures += 1
+                self._error(f"{job.name}: cannot read a local file: {e}; skipped until its files change", job.name)
+                local = self._local_files(job.name)
+                self._blocked[job.name] = local
+            except SyncdError as e:
                 failures += 1
                 self.status.failures += 1
                 self._error(f"{job.name}: upload failed: {e}", job.name)
+                self._stopping.wait(min(RETRY_MAX_SECONDS, 2.0 ** failures))
+            except Exception as e:  # noqa: BLE001 - a bug must not end the uploader silently
+                failures += 1
+                self.status.failures += 1
+                log.exception("%s: unexpected error in the uploader", job.name)
+                self._error(f"{job.name}: upload failed (bug): {type(e).__name__}: {e}", job.name)
                 self._stopping.wait(min(RETRY_MAX_SECONDS, 2.0 ** failures))
             else:
                 failures = 0
@@ -651,14 +846,42 @@ class Daemon:
                     self._queue = [j for j in self._queue if j.name != job.name]
             self.poke(delay=0.0)
 
+    def _local_files(self, name: str) -> tuple:
+        path = self.out if name == FINAL_NAME else self.out / name
+        found = inspect_final(self.out, 0.0) if name == FINAL_NAME else inspect_checkpoint(path, 0.0)
+        return found.files if found is not None else ()
+
     def _committed(self, job: UploadJob, manifest: Manifest) -> None:
         self.status.commits += 1
         self.status.errors.pop(job.name, None)
-        if job.name == FINAL_NAME:
-            final = inspect_final(self.out, 0.0)
-            if final is not None:
-                self._record_final(final)
+        self._blocked.pop(job.name, None)
+        freshness.record(self.state_dir, job.name, job.staged, manifest, job.target)
         self.status.last_error = None
+
+    def _stage(self, ckpt: LocalCheckpoint) -> Path | None:
+        """Stage one checkpoint; a failure is that checkpoint's error, never the pass's."""
+        if ckpt.links and ckpt.name not in self._announced_links:
+            self._announced_links.add(ckpt.name)
+            log.warning("%s: %d symlink(s) are not mirrored (syncd never follows links): %s", ckpt.name,
+                        len(ckpt.links), ", ".join(ckpt.links[:3]))
+        odd = [f.path for f in ckpt.files if "\\" in f.path]
+        if odd:
+            self._error(f"{ckpt.name}: cannot mirror a file name with a backslash ({odd[0]!r}): "
+                        "it is not portable; rename it", ckpt.name)
+            self._blocked[ckpt.name] = ckpt.files
+            return None
+        crash_point("before_stage")
+        try:
+            path = stage(ckpt, self.staging)
+        except OSError as e:
+            message = f"{ckpt.name}: cannot stage: {e}"
+            if self.status.errors.get(ckpt.name) != message:
+                self._error(message, ckpt.name)
+            self._blocked[ckpt.name] = ckpt.files
+            return None
+        if path is not None and self.status.errors.get(ckpt.name, "").startswith(f"{ckpt.name}: cannot stage"):
+            self.status.errors.pop(ckpt.name, None)
+        return path
 
     # -- status ------------------------------------------------------------
     def _error(self, message: str, name: str | None = None) -> None:

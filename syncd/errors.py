@@ -53,6 +53,10 @@ class LockedError(SyncdError):
     exit_code = 6
 
 
+class SourceChanged(SyncdError):
+    """A local file changed while it was being uploaded: its bytes would be torn."""
+
+
 class QuotaError(RemoteError):
     """The remote is out of space or has hit a usage limit."""
 

@@ -45,6 +45,7 @@ class Manifest:
     step: int | None
     created: str
     files: tuple[ManifestFile, ...]
+    run_id: str | None = None  # the run that made it (identity.py); None before run ids existed
 
     @property
     def size_bytes(self) -> int:
@@ -57,6 +58,7 @@ class Manifest:
             "name": self.name,
             "step": self.step,
             "created": self.created,
+            **({"run_id": self.run_id} if self.run_id else {}),
             "files": [
                 {"path": f.path, "size": f.size, "md5": f.md5, "sha256": f.sha256} for f in self.files
             ],
@@ -72,12 +74,13 @@ def sign(doc: dict, key: str) -> str:
     return hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()
 
 
-def build_manifest(run: str, name: str, step: int | None, digests: Iterable[tuple[str, Digest]]) -> Manifest:
+def build_manifest(run: str, name: str, step: int | None, digests: Iterable[tuple[str, Digest]],
+                   run_id: str | None = None) -> Manifest:
     files = tuple(
         ManifestFile(path, d.size, d.md5, d.sha256) for path, d in sorted(digests, key=lambda x: x[0])
     )
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return Manifest(run, name, step, created, files)
+    return Manifest(run, name, step, created, files, run_id)
 
 
 def safe_relpath(path: object) -> str:
@@ -149,4 +152,7 @@ def parse_manifest(data: bytes, *, where: str = "manifest", key: str | None = No
     if not isinstance(run, str) or not isinstance(name, str):
         raise IntegrityError(f"{where} lacks run or name")
     created = doc.get("created") if isinstance(doc.get("created"), str) else ""
-    return Manifest(run, name, step, created, tuple(parsed))
+    run_id = doc.get("run_id")
+    if run_id is not None and (not isinstance(run_id, str) or not run_id):
+        raise IntegrityError(f"{where} has an invalid run_id {run_id!r}")
+    return Manifest(run, name, step, created, tuple(parsed), run_id)

@@ -9,12 +9,27 @@ Invariants these functions keep (DESIGN.md):
 - a remote checkpoint is pruned only when ``keep`` newer ones are committed, so
   the last good copy is never deleted;
 - an incomplete folder is left alone while it may still be written.
+
+The rules for deleting on the remote (``remote_deletions``), each needing proof:
+1. Nothing at all when the scan had a failed read or the run's identity is not
+   settled: a read that failed is evidence of nothing (rclone's rule, too).
+2. Only folders that are ``ours`` (remote_state.py: our manifest, or our claim on an
+   upload that never committed). Foreign, legacy, unreadable and invalid folders
+   are reported, never planned, whatever their name.
+3. A committed version of a step goes only when a higher committed version of the
+   same step is ours (superseded), or when ``keep`` newer steps have committed
+   copies of ours (retention). So a committed copy of every kept step exists at
+   every moment.
+4. Our uncommitted folders go when no upload wants them; ``.deleting`` ones were
+   already un-committed by us and are finished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+
+from .remote_state import BEING_DELETED, COMMITTED, IN_FLIGHT, LEFTOVER, OURS, UNCOMMITTED
 
 
 @dataclass(frozen=True)
@@ -45,9 +60,68 @@ def remote_prune(committed: Iterable[int], keep: int) -> list[int]:
     return ordered[max(keep, 1):]
 
 
+@dataclass(frozen=True)
+class RemoteView:
+    """What the remote policy knows of one folder of the run (remote_state.Entry)."""
+
+    name: str
+    base: str
+    step: int | None
+    version: int
+    state: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class Deletion:
+    name: str
+    reason: str
+
+
+def remote_deletions(
+    entries: Sequence[RemoteView],
+    *,
+    keep: int,
+    in_use: Collection[str] = (),
+    clean: bool,
+    identity_ok: bool,
+) -> list[Deletion]:
+    """Remote folders to delete, each with the rule that allows it (see the module doc).
+
+    ``in_use``: folder names an upload is writing or will write; ``clean``: every read
+    of the scan succeeded; ``identity_ok``: this daemon owns the remote run folder.
+    """
+    if not clean or not identity_ok:
+        return []
+    ours = [e for e in entries if e.owner == OURS]
+    copies: dict[str, RemoteView] = {}
+    for e in ours:
+        if e.state == COMMITTED and (e.base not in copies or e.version > copies[e.base].version):
+            copies[e.base] = e
+    steps = sorted((c.step for c in copies.values() if c.step is not None), reverse=True)
+    kept_steps = set(steps[: max(keep, 1)])
+    out = []
+    for e in ours:
+        if e.name in in_use:
+            continue
+        copy = copies.get(e.base)
+        if e.state == COMMITTED:
+            if e.version < copy.version:
+                out.append(Deletion(e.name, f"superseded by {copy.name}"))
+            elif e.step is not None and e.step not in kept_steps:
+                out.append(Deletion(e.name, "pruned (beyond backup_keep_last)"))
+        elif e.state in (IN_FLIGHT, UNCOMMITTED):
+            if e.state == IN_FLIGHT and copy is not None and copy.version < e.version:
+                continue  # possibly a commit whose rename was lost: finished, not deleted
+            out.append(Deletion(e.name, "removed (an upload of ours that is no longer wanted)"))
+        elif e.state in (BEING_DELETED, LEFTOVER):
+            out.append(Deletion(e.name, "removed (finishing an interrupted step)"))
+    return out
+
+
 def local_retire(
     local: Sequence[View],
-    keep: int,
+    keep: int | None,
     *,
     best_step: int | None = None,
     now: float,
@@ -56,13 +130,14 @@ def local_retire(
 ) -> list[int]:
     """Local steps to retire.
 
-    Keep the newest ``keep`` complete checkpoints, the best one, the newest complete
-    one always, and anything in ``protect`` (say, not yet staged for upload). An
+    Keep the newest ``keep`` complete checkpoints (all of them when ``keep`` is None,
+    Hugging Face's ``save_total_limit: null``), the best one, the newest complete one
+    always, and anything in ``protect`` (say, not yet staged for upload). An
     incomplete folder goes only when it is stale (untouched ``stale_seconds``) and
     superseded (a newer complete checkpoint exists).
     """
     complete = sorted((v.step for v in local if v.complete), reverse=True)
-    keep_set = set(complete[: max(keep, 1)]) | set(protect)
+    keep_set = set(complete if keep is None else complete[: max(keep, 1)]) | set(protect)
     if best_step is not None:
         keep_set.add(best_step)
     newest_complete = complete[0] if complete else None
@@ -93,9 +168,3 @@ def disk_pressure_retire(
     if committed_local:
         keep_set.add(committed_local[0])
     return sorted(s for s in complete if s not in keep_set)
-
-
-def stray_remote(partials: Iterable[str], uncommitted: Iterable[str], wanted: Iterable[str]) -> list[str]:
-    """Remote folders that are neither committed nor wanted by the upload plan."""
-    wanted = set(wanted)
-    return sorted(n for n in set(partials) | set(uncommitted) if n.removesuffix(".partial") not in wanted)

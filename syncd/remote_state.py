@@ -1,18 +1,41 @@
-"""What a remote holds for one run, read through the Remote protocol.
+"""What a remote holds for one run, and whose it is, read through the Remote protocol.
 
     <remote>/<run>/
-      checkpoint-500/            committed: holds a valid syncd-manifest.json
-      checkpoint-1000.partial/   an upload in flight (folder remotes)
-      checkpoint-1000.deleting/  a prune in flight (folder remotes)
-      final/                     the final model, same rule
+      syncd-run.json                  the run record: which run id owns this folder (identity.py)
+      checkpoint-500/                 committed: a valid syncd-manifest.json carrying our run id
+        syncd-upload.json             the claim, written before any byte of an upload
+      checkpoint-500.v2/              the same step saved again with other bytes: readers take
+                                      the highest committed version; older ones are pruned after
+      checkpoint-1000.partial/        an upload in flight (remotes that rename); on object
+                                      stores the upload goes to its final name directly and
+                                      only the manifest, written last, commits it
+      checkpoint-1000.deleting/       a prune in flight (remotes that rename)
+      final/, final.v2/               the final model, same rules
+
+Folder names follow ``<base>[.v<K>][.partial|.deleting|.old]``; ``<base>`` is
+``checkpoint-N`` with N written as Hugging Face writes it (no leading zeros) or
+``final``. Anything else in the run folder is not syncd's and is never touched.
+
+Whose a folder is (``Entry.owner``), the only evidence deletion may act on:
+- ``ours``: a manifest that parses, verifies (and is signed, with a key) and carries
+  this run's id, or, for an upload that never committed, a claim with this run's id;
+- ``legacy``: a valid manifest without a run id (syncd before run ids): restorable,
+  never pruned;
+- ``foreign``: anything else that could be read: another run's, unparsable, unsigned
+  when a key is set, or no proof at all;
+- ``unreadable``: a read failed. A failed read is not evidence of anything: such a
+  folder is neither counted as a backup nor touched, and its pass deletes nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from .checkpoints import FINAL_NAME, step_of
+from .checkpoints import FINAL_NAME
 from .errors import IntegrityError, RemoteError
 from .manifest import MANIFEST_NAME, Manifest, parse_manifest
 from .remotes.base import Remote, join
@@ -21,40 +44,147 @@ log = logging.getLogger(__name__)
 
 PARTIAL = ".partial"
 DELETING = ".deleting"
-OLD = ".old"
+OLD = ".old"  # written by syncd before run ids; only ever read now
+CLAIM_NAME = "syncd-upload.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # 10,000 files take ~2 MB; anything huge is hostile
+MAX_CLAIM_BYTES = 64 * 1024
+
+_FOLDER_RE = re.compile(
+    r"^(?P<base>checkpoint-(?P<step>0|[1-9]\d*)|final)"
+    r"(?:\.v(?P<version>[2-9]|[1-9]\d+))?"
+    r"(?P<suffix>\.partial|\.deleting|\.old)?$"
+)
+
+# Folder states
+COMMITTED = "committed"  # plain name, valid manifest
+UNCOMMITTED = "uncommitted"  # plain name, no manifest (an object-store upload in flight, or not ours)
+INVALID = "invalid"  # plain name, a manifest that does not parse or verify
+IN_FLIGHT = "partial"
+BEING_DELETED = "deleting"
+LEFTOVER = "old"
+
+OURS, LEGACY, FOREIGN, UNREADABLE = "ours", "legacy", "foreign", "unreadable"
 
 
 @dataclass(frozen=True)
-class RemoteCheckpoint:
-    name: str  # the folder's name on the remote
-    base: str  # "checkpoint-N" or "final", without suffix
+class FolderName:
+    base: str  # "checkpoint-N" or "final"
     step: int | None
+    version: int  # 1 for the plain name
+    suffix: str  # "", PARTIAL, DELETING or OLD
+
+    @property
+    def committed_name(self) -> str:
+        """The name this folder has (or will have) once committed."""
+        return folder_name(self.base, self.version)
+
+
+def parse_folder(name: str) -> FolderName | None:
+    """The parts of a run folder's sub-folder name, or None when the name is not syncd's."""
+    m = _FOLDER_RE.match(name)
+    if m is None:
+        return None
+    step = int(m["step"]) if m["step"] is not None else None
+    return FolderName(m["base"], step, int(m["version"] or 1), m["suffix"] or "")
+
+
+def folder_name(base: str, version: int, suffix: str = "") -> str:
+    return f"{base}{f'.v{version}' if version > 1 else ''}{suffix}"
+
+
+def base_name(folder: str) -> str:
+    parsed = parse_folder(folder)
+    return parsed.base if parsed else folder
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One sub-folder of the run folder as last read, and the evidence about it."""
+
+    name: str  # the folder's name on the remote
+    base: str  # "checkpoint-N" or "final"
+    step: int | None
+    version: int = 1
+    suffix: str = ""
     manifest: Manifest | None = None
-    error: str | None = None
+    claim_run_id: str | None = None
+    owner: str = FOREIGN
+    error: str | None = None  # why the manifest is not valid, or why it could not be read
+
+    @property
+    def state(self) -> str:
+        if self.suffix == PARTIAL:
+            return IN_FLIGHT
+        if self.suffix == DELETING:
+            return BEING_DELETED
+        if self.suffix == OLD:
+            return LEFTOVER
+        if self.manifest is not None:
+            return COMMITTED
+        if self.error is not None and self.owner != UNREADABLE:
+            return INVALID
+        return UNCOMMITTED
 
     @property
     def committed(self) -> bool:
-        return self.manifest is not None and self.name == self.base
+        """A valid manifest under the plain (or versioned) name: a copy a reader may take."""
+        return self.state == COMMITTED
 
     @property
     def partial(self) -> bool:
-        return self.name.endswith(PARTIAL)
+        return self.suffix == PARTIAL
 
     @property
     def is_final(self) -> bool:
         return self.base == FINAL_NAME
 
 
-def base_name(folder: str) -> str:
-    for suffix in (PARTIAL, DELETING, OLD):
-        if folder.endswith(suffix):
-            return folder[: -len(suffix)]
-    return folder
+# Older callers and tests say RemoteCheckpoint.
+RemoteCheckpoint = Entry
+
+
+@dataclass
+class Snapshot:
+    """Everything one scan of the run folder found; iterating yields its entries."""
+
+    entries: list[Entry] = field(default_factory=list)
+    run_id: str | None = None  # the id the scan attributed by (ours, or the remote's record)
+    record_run_id: str | None = None  # what the remote's syncd-run.json says
+    io_errors: list[str] = field(default_factory=list)  # reads that failed: evidence of nothing
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def clean(self) -> bool:
+        return not self.io_errors
+
+    def copies(self, owners: tuple[str, ...] = (OURS,)) -> dict[str, Entry]:
+        """The copy a reader takes for each base: its highest committed version of ``owners``."""
+        out: dict[str, Entry] = {}
+        for e in self.entries:
+            if e.committed and e.owner in owners and (e.base not in out or e.version > out[e.base].version):
+                out[e.base] = e
+        return out
+
+    def restorable(self) -> dict[str, Entry]:
+        """What restore, status and wait count as backups.
+
+        This run's commits; before the run has any, commits made by syncd before run
+        ids existed (the upgrade path). Another run's commits never.
+        """
+        ours = self.copies((OURS,))
+        return ours if ours else self.copies((LEGACY,))
+
+    def versions(self, base: str) -> list[Entry]:
+        return [e for e in self.entries if e.base == base]
 
 
 def read_manifest(remote: Remote, path: str, key: str | None = None) -> Manifest:
-    """Fetch and validate one manifest; IntegrityError if it is missing or bad."""
+    """Fetch and validate one manifest; IntegrityError if it is missing or bad, RemoteError if unreadable."""
     st = remote.stat(path)
     if st is None:
         raise IntegrityError(f"{path} is missing")
@@ -65,49 +195,103 @@ def read_manifest(remote: Remote, path: str, key: str | None = None) -> Manifest
     return parse_manifest(data, where=path, key=key)
 
 
-class RemoteIndex:
-    """Lists a run's remote folders and caches the manifests of committed checkpoints.
+def read_claim(remote: Remote, folder: str) -> str | None:
+    """The run id in ``folder``'s claim; None when there is none or it is not a claim.
 
-    A committed ``checkpoint-N`` never changes, so its manifest is read once; the
-    final model can be replaced and is read every time.
+    Raises RemoteError when it could not be read.
+    """
+    path = join(folder, CLAIM_NAME)
+    st = remote.stat(path)
+    if st is None or st.size > MAX_CLAIM_BYTES:
+        return None
+    with remote.open_read(path) as fh:
+        data = fh.read(MAX_CLAIM_BYTES + 1)
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    run_id = doc.get("run_id") if isinstance(doc, dict) else None
+    return run_id if isinstance(run_id, str) and run_id else None
+
+
+def claim_bytes(run_id: str, name: str, folder: str, created: str) -> bytes:
+    return (json.dumps({"format": 1, "run_id": run_id, "name": name, "folder": folder,
+                        "created": created}, indent=1) + "\n").encode()
+
+
+class RemoteIndex:
+    """Lists a run's remote folders, reads their evidence, caches committed manifests.
+
+    A committed folder never changes (a new save of a step is a new version), so its
+    manifest is read once. ``run_id`` is this run's id when the caller knows it;
+    otherwise the remote's run record decides what counts as this run's.
     """
 
-    def __init__(self, remote: Remote, run: str, key: str | None = None) -> None:
+    def __init__(self, remote: Remote, run: str, key: str | None = None, run_id: str | None = None) -> None:
         self.remote = remote
         self.run = run
         self.key = key  # syncd_manifest_key: manifests must carry its HMAC
+        self.run_id = run_id
         self._cache: dict[str, Manifest] = {}
 
     def forget(self, name: str) -> None:
         self._cache.pop(name, None)
 
-    def scan(self) -> list[RemoteCheckpoint]:
-        out = []
+    def scan(self) -> Snapshot:
+        """Read the run folder; a listing that fails raises RemoteError (nothing is known)."""
+        from .identity import read_remote_record
+
+        snap = Snapshot()
+        try:
+            snap.record_run_id = read_remote_record(self.remote, self.run)
+        except RemoteError as e:
+            snap.io_errors.append(f"run record: {e}")
+        except IntegrityError as e:
+            snap.io_errors.append(str(e))
+        snap.run_id = self.run_id or snap.record_run_id
         for folder in self.remote.list_dirs(self.run):
-            base = base_name(folder)
-            step = step_of(base)
-            if step is None and base != FINAL_NAME:
-                continue  # not ours
-            manifest, error = None, None
-            if folder == base or folder.endswith(PARTIAL):
-                cached = self._cache.get(folder) if folder != FINAL_NAME else None
-                if cached is not None:
-                    manifest = cached
-                else:
-                    try:
-                        manifest = read_manifest(self.remote, join(self.run, folder, MANIFEST_NAME), self.key)
-                        if folder == base and base != FINAL_NAME:
-                            self._cache[folder] = manifest
-                    except IntegrityError as e:
-                        error = str(e)
-                    except RemoteError as e:
-                        error = str(e)
-            out.append(RemoteCheckpoint(folder, base, step, manifest, error))
-        seen = {c.name for c in out}
+            parsed = parse_folder(folder)
+            if parsed is None:
+                continue  # not a name syncd makes: not ours, whatever it holds
+            snap.entries.append(self._read_entry(folder, parsed, snap))
+        seen = {e.name for e in snap.entries}
         for stale in set(self._cache) - seen:
             self._cache.pop(stale, None)
-        return out
+        return snap
 
-
-def committed_steps(entries: list[RemoteCheckpoint]) -> list[int]:
-    return sorted(c.step for c in entries if c.committed and c.step is not None)
+    def _read_entry(self, folder: str, parsed: FolderName, snap: Snapshot) -> Entry:
+        path = join(self.run, folder)
+        manifest, error, claim, unreadable = None, None, None, False
+        if parsed.suffix != DELETING:
+            manifest = self._cache.get(folder)
+            if manifest is None:
+                try:
+                    manifest = read_manifest(self.remote, join(path, MANIFEST_NAME), self.key)
+                except IntegrityError as e:
+                    error = str(e)
+                except RemoteError as e:
+                    error, unreadable = f"could not be read: {e}", True
+                    snap.io_errors.append(f"{folder}: {e}")
+        if manifest is not None and manifest.name != parsed.base:
+            error, manifest = f"its manifest describes {manifest.name}, not {parsed.base}", None
+        if manifest is None and not unreadable:
+            try:
+                claim = read_claim(self.remote, path)
+            except RemoteError as e:
+                unreadable = True
+                snap.io_errors.append(f"{folder} (claim): {e}")
+        if error is not None and error.endswith("is missing"):
+            error = None  # no manifest at all: simply not committed
+        run_id = snap.run_id
+        if unreadable:
+            owner = UNREADABLE
+        elif manifest is not None:
+            if manifest.run_id is None:
+                owner = LEGACY
+            else:
+                owner = OURS if run_id is not None and manifest.run_id == run_id else FOREIGN
+        else:
+            owner = OURS if run_id is not None and claim == run_id else FOREIGN
+        if manifest is not None and not parsed.suffix and owner in (OURS, LEGACY):
+            self._cache[folder] = manifest
+        return Entry(folder, parsed.base, parsed.step, parsed.version, parsed.suffix, manifest, claim, owner, error)

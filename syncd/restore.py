@@ -3,25 +3,38 @@
     DIR/checkpoint-N.partial/   downloading; never resumed from
     DIR/checkpoint-N/           appears only after every byte matched its manifest
 
+    DIR/.syncd/run.json             the run id restored from, so the daemon continues as that run
+    DIR/.syncd/state/committed/     the restored files are known to equal their commit (freshness.py)
+    DIR/.syncd/state/restored.json  steps restored here: never retired before training moves past them
+
 The remote is untrusted: the manifest is schema-checked (no absolute paths, no
 ``..``, no duplicates), nothing beyond a file's declared size is accepted, and
 every file's sha256 and md5 must match before the folder is renamed into place.
 When the newest checkpoint fails verification the next older one is tried.
+
+A failure is not absence: "nothing committed" (NothingToRestore, exit 5) is said only
+after every read succeeded; a listing or download that failed is a RemoteError (3),
+and committed copies that all failed verification an IntegrityError (4).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
+from . import freshness, identity
 from .checkpoints import MARKER, walk_files, write_checkpoint_marker
-from .errors import IntegrityError, NothingToRestore, RemoteError, SyncdError
-from .fsutil import fsync_dir
-from .manifest import Manifest
-from .remote_state import RemoteCheckpoint, RemoteIndex
+from .errors import ConfigError, IntegrityError, NothingToRestore, RemoteError, SyncdError
+from .fsutil import atomic_write_json, fsync_dir, read_json
+from .manifest import MANIFEST_NAME, Manifest
+from .remote_state import Entry, RemoteIndex
 from .remotes.base import CHUNK_BYTES, Digest, Hasher, Remote, hash_file, join
+
+RESCANS = 3  # another machine may prune while we restore: look again this often
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +48,13 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 def _download(remote: Remote, src: str, dest: Path, size: int, bar) -> Digest:
     """Stream one file; refuses more bytes than the manifest declared."""
-    with Hasher() as h, remote.open_read(src) as fin, open(dest, "xb") as fout:
+    try:
+        fin_cm = remote.open_read(src)
+    except RemoteError as e:
+        if remote.stat(src) is None:  # listed in the manifest, gone from the remote: damaged
+            raise IntegrityError(f"{src} is missing on the remote") from None
+        raise e
+    with Hasher() as h, fin_cm as fin, open(dest, "xb") as fout:
         while True:
             chunk = fin.read(min(CHUNK_BYTES, size - h.size + 1))
             if not chunk:
@@ -66,21 +85,22 @@ def matches_manifest(folder: Path, manifest: Manifest) -> bool:
     return True
 
 
-def fetch(remote: Remote, run: str, entry: RemoteCheckpoint, dest_root: Path, progress: bool) -> Path:
-    """Download one committed checkpoint into ``dest_root/<name>``; IntegrityError on any mismatch."""
+def fetch(remote: Remote, run: str, entry: Entry, dest_root: Path, progress: bool) -> Path:
+    """Download one committed checkpoint into ``dest_root/<base>``; IntegrityError on any mismatch."""
     manifest = entry.manifest
     assert manifest is not None
-    target = dest_root / entry.name
+    target = dest_root / entry.base
     if target.exists():
         if matches_manifest(target, manifest):
             log.info("%s already present in %s and identical; nothing to do", entry.name, dest_root)
             return target
         raise SyncdError(f"{target} exists and differs from the remote copy; move it away first")
-    partial = dest_root / f"{entry.name}.partial"
+    partial = dest_root / f"{entry.base}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        with _progress_bar(manifest.size_bytes, f"restore {entry.name}", progress) as bar:
+        _check_space(dest_root, manifest.size_bytes)
+        with _progress_bar(manifest.size_bytes, f"restore {entry.base}", progress) as bar:
             for mf in manifest.files:
                 dest = _inside(partial, mf.path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +117,46 @@ def fetch(remote: Remote, run: str, entry: RemoteCheckpoint, dest_root: Path, pr
             fsync_dir(d)
         os.rename(partial, target)
         fsync_dir(dest_root)
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SyncdError(f"restore {entry.base}: no space left in {dest_root}; nothing was changed") from None
+        raise SyncdError(f"restore {entry.base} into {dest_root}: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return target
+
+
+def _check_space(dest_root: Path, need: int) -> None:
+    free = shutil.disk_usage(dest_root).free
+    if free < need:
+        raise SyncdError(f"restore needs {need / 1e6:.1f} MB but {dest_root} has {free / 1e6:.1f} MB free; "
+                         "nothing was changed")
+
+
+def _claim_folder(dest_root: Path, run_id: str | None, run: str, url: str) -> None:
+    """Carry the run id into the restore folder; one that belongs to another run is refused."""
+    if run_id is None:
+        return
+    state_dir = dest_root / ".syncd"
+    have = identity.read_local_record(state_dir)
+    if have is not None and have != run_id:
+        raise ConfigError(f"{dest_root} belongs to run {identity.short(have)}, not to run {identity.short(run_id)} "
+                          f"of {url}: restore into another folder")
+    if have is None:
+        identity.write_local_record(state_dir, run_id, run, url)
+
+
+def _pin(dest_root: Path, entry: Entry, path: Path) -> None:
+    state_dir = dest_root / ".syncd"
+    assert entry.manifest is not None
+    freshness.record(state_dir, entry.base, path, entry.manifest, entry.name)
+    pins_path = state_dir / "state" / "restored.json"
+    pins = read_json(pins_path, default={})
+    pins = pins if isinstance(pins, dict) else {}
+    pins[entry.base] = time.time()
+    atomic_write_json(pins_path, pins, durable=False)
 
 
 def restore(
@@ -115,32 +171,57 @@ def restore(
     """Newest (or the given) committed checkpoint into ``dest_root/checkpoint-N``.
 
     Without ``step``, a checkpoint that fails verification is reported and the next
-    older committed one is tried; with ``step``, that one or an error.
+    older committed one is tried; with ``step``, that one or an error. Raises
+    NothingToRestore only when every read succeeded and nothing is committed.
     """
-    scanned = RemoteIndex(remote, run, key).scan()
-    entries = [e for e in scanned if e.committed and not e.is_final]
-    entries.sort(key=lambda e: e.step or 0, reverse=True)
-    invalid = [f"{e.name}: {e.error}" for e in scanned if e.error and not e.partial]
-    why = f" ({'; '.join(invalid)})" if invalid else ""
-    if step is not None:
-        entries = [e for e in entries if e.step == step]
-        if not entries:
-            raise NothingToRestore(f"no committed checkpoint-{step} for run {run} on {remote.url}{why}")
-    if not entries:
-        raise NothingToRestore(f"no committed checkpoint for run {run} on {remote.url}{why}")
-    dest_root.mkdir(parents=True, exist_ok=True)
-    failures = []
-    for entry in entries:
-        try:
-            path = fetch(remote, run, entry, dest_root, progress)
-        except (IntegrityError, RemoteError) as e:
-            failures.append(f"{entry.name}: {e}")
-            if step is not None:
-                raise
-            log.warning("%s failed verification (%s); falling back to the next older checkpoint", entry.name, e)
-            continue
-        if failures:
-            log.warning("restored %s instead of the newer %s", entry.name, ", ".join(f.split(":")[0] for f in failures))
-        log.info("restored %s into %s", entry.name, path)
-        return path
-    raise NothingToRestore(f"no committed checkpoint of run {run} verified: {'; '.join(failures)}")
+    if dest_root.exists() and not dest_root.is_dir():
+        raise ConfigError(f"restore target {dest_root} is not a folder")
+    failures: list[str] = []
+    transient: list[str] = []
+    tried: set[str] = set()
+    for _ in range(RESCANS):
+        snap = RemoteIndex(remote, run, key).scan()
+        copies = sorted((e for e in snap.restorable().values() if not e.is_final),
+                        key=lambda e: e.step or 0, reverse=True)
+        if step is not None:
+            copies = [e for e in copies if e.step == step]
+        copies = [e for e in copies if e.name not in tried]
+        if not copies:
+            break
+        vanished = False
+        for entry in copies:
+            tried.add(entry.name)
+            try:
+                dest_root.mkdir(parents=True, exist_ok=True)
+                _claim_folder(dest_root, entry.manifest.run_id if entry.manifest else None, run, remote.url)
+                path = fetch(remote, run, entry, dest_root, progress)
+            except (IntegrityError, RemoteError) as e:
+                if remote.stat(join(run, entry.name, MANIFEST_NAME)) is None:
+                    log.warning("%s was removed from the remote while it was restored; looking again", entry.name)
+                    vanished = True
+                    break
+                (transient if type(e) is RemoteError else failures).append(f"{entry.name}: {e}")
+                if step is not None:
+                    raise
+                log.warning("%s %s (%s); falling back to the next older checkpoint", entry.name,
+                            "could not be read" if type(e) is RemoteError else "failed verification", e)
+                continue
+            if failures or transient:
+                log.warning("restored %s instead of the newer %s", entry.name,
+                            ", ".join(f.split(":")[0] for f in failures + transient))
+            _pin(dest_root, entry, path)
+            log.info("restored %s into %s", entry.name, path)
+            return path
+        if not vanished:
+            break
+    what = f"checkpoint-{step}" if step is not None else "checkpoint"
+    if snap.io_errors or transient:
+        raise RemoteError(f"could not read the remote {remote.url} for run {run}: "
+                          + "; ".join((snap.io_errors + transient)[:3]))
+    if failures:
+        raise IntegrityError(f"no committed {what} of run {run} verified: {'; '.join(failures)}")
+    foreign = [e for e in snap if e.committed and e.owner == "foreign"]
+    invalid = [f"{e.name}: {e.error}" for e in snap if e.error and not e.suffix]
+    hint = f" ({len(foreign)} committed by another run are not restored)" if foreign else ""
+    hint += f" ({'; '.join(invalid[:3])})" if invalid else ""
+    raise NothingToRestore(f"no committed {what} for run {run} on {remote.url}{hint}")

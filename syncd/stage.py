@@ -27,8 +27,9 @@ _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES}
 
 
 def staged_matches(folder: Path, files: tuple[LocalFile, ...]) -> bool:
-    staged = {f.path: f.size for f in walk_files(folder)}
-    return staged == {f.path: f.size for f in files}
+    """The staged copy holds these files as they are now (a re-save of the same sizes is not)."""
+    staged = {f.path: (f.size, f.mtime) for f in walk_files(folder)}
+    return staged == {f.path: (f.size, f.mtime) for f in files}
 
 
 def stage(ckpt: LocalCheckpoint, staging_root: Path) -> Path | None:

@@ -12,8 +12,19 @@ them); the journal is compacted atomically when an upload (re)starts. A file is
 sent again only when the journal does not know it, its staged copy changed, or
 the remote lost it. A torn last line, stale or corrupt state: a warning and a redo.
 
-Commit = write ``syncd-manifest.json`` last; on remotes that rename atomically the
-folder is then renamed from ``checkpoint-N.partial`` to ``checkpoint-N``.
+An upload writes its claim (``syncd-upload.json``, this run's id) into the folder
+before any other byte, so a folder left by a killed upload is provably ours. Commit =
+write ``syncd-manifest.json`` (with the run id) last; on remotes that rename
+atomically the folder is then renamed from ``<name>.partial`` to ``<name>``, where
+``<name>`` is ``checkpoint-N`` or, for a step saved again with other bytes, the next
+free version ``checkpoint-N.vK`` (remote_state.py). Nothing is ever moved aside or
+overwritten at a committed name.
+
+No torn files: each file is stat'ed before and after it is read (size, mtime and
+ctime); a file that changed meanwhile aborts the checkpoint's upload with
+``SourceChanged``, and every file is checked again just before the commit. (ctime
+also moves when the trainer's rotation unlinks the other name of a hard-linked
+file; a moved ctime with a changed link count and equal size and mtime is that.)
 """
 
 from __future__ import annotations
@@ -29,11 +40,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoints import LocalFile, walk_files
-from .errors import Cancelled, IntegrityError, QuotaError
+from .errors import Cancelled, IntegrityError, QuotaError, RemoteError, SourceChanged
 from .faults import crash_point
 from .fsutil import atomic_write_bytes
+from .identity import read_remote_record, short
 from .manifest import MANIFEST_NAME, Manifest, build_manifest
-from .remote_state import OLD, PARTIAL, RemoteIndex, read_manifest
+from .remote_state import (
+    CLAIM_NAME,
+    PARTIAL,
+    RemoteIndex,
+    claim_bytes,
+    folder_name,
+    read_claim,
+    read_manifest,
+)
 from .remotes.base import Digest, Remote, join, sha256_stream
 
 log = logging.getLogger(__name__)
@@ -44,6 +64,34 @@ class UploadJob:
     name: str  # "checkpoint-N" or "final"
     step: int | None
     staged: Path
+    version: int = 1  # the committed name is checkpoint-N, or checkpoint-N.vK for K > 1
+
+    @property
+    def target(self) -> str:
+        return folder_name(self.name, self.version)
+
+
+def size_text(n: int) -> str:
+    """Bytes for people, three significant digits: 12.3 MB and 10.8 MB stay apart."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 999.5 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{value:.3g} TB"
+
+
+def file_stamp(path: Path) -> tuple[int, int, int, int]:
+    """(size, mtime_ns, ctime_ns, nlink): what must not move while a file is read."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink
+
+
+def same_stamp(before: tuple[int, int, int, int], after: tuple[int, int, int, int]) -> bool:
+    """Unchanged, allowing the ctime bump of a hard link's other name being removed."""
+    if before[:2] != after[:2]:
+        return False
+    return before[2] == after[2] or before[3] != after[3]
 
 
 def read_journal(path: Path) -> tuple[dict, dict[str, dict]]:
@@ -144,7 +192,8 @@ class Uploader:
         self._state_path(name).unlink(missing_ok=True)
 
     # -- transfer ----------------------------------------------------------
-    def _send_one(self, job: UploadJob, folder: str, f: LocalFile, cancel: threading.Event) -> Digest:
+    def _send_one(self, job: UploadJob, folder: str, f: LocalFile,
+                  cancel: threading.Event) -> tuple[Digest, tuple[int, int, int, int]]:
         sent = 0
 
         def progress(n: int) -> None:
@@ -158,16 +207,18 @@ class Uploader:
                 crash_point("mid_file")
 
         dest = join(folder, f.path)
+        src = job.staged / f.path
         for attempt in (1, 2):
             t0 = time.monotonic()
-            digest = self.remote.put_file(job.staged / f.path, dest, progress)
-            if digest.size != f.size:
-                raise IntegrityError(f"{job.name}/{f.path} changed size while uploading")
+            before = file_stamp(src)
+            digest = self.remote.put_file(src, dest, progress)
+            if digest.size != f.size or not same_stamp(before, file_stamp(src)):
+                raise SourceChanged(f"{job.name}/{f.path} changed while it was read")
             problem = self._verify(dest, digest)
             if problem is None:
                 dt = max(time.monotonic() - t0, 1e-6)
                 log.debug("%s/%s: %d bytes verified (%.1f MB/s)", job.name, f.path, f.size, f.size / dt / 1e6)
-                return digest
+                return digest, before
             log.warning("%s/%s: %s (attempt %d)", job.name, f.path, problem, attempt)
         raise IntegrityError(f"{job.name}/{f.path}: remote copy does not verify: {problem}")
 
@@ -186,29 +237,36 @@ class Uploader:
             return f"read back {size} bytes, sent {digest.size}"
         return None if sha == digest.sha256 else f"remote sha256 {sha} != sent {digest.sha256}"
 
-    def upload(self, job: UploadJob, cancel: threading.Event) -> Manifest:
-        """Send what is missing, verify it, commit; raises RemoteError/IntegrityError/Cancelled."""
+    def upload(self, job: UploadJob, cancel: threading.Event, run_id: str) -> Manifest:
+        """Send what is missing, verify it, commit.
+
+        Raises RemoteError, IntegrityError, SourceChanged (start again once the files
+        are still) or Cancelled.
+        """
         rename = self.remote.capabilities.rename
-        target = join(self.run, job.name)
+        target = join(self.run, job.target)
         folder = target + PARTIAL if rename else target
-        if job.step is not None and self.remote.stat(join(target, MANIFEST_NAME)) is not None:
-            # A committed checkpoint never changes: a stale queue asked twice.
-            return read_manifest(self.remote, join(target, MANIFEST_NAME), self.index.key)
+        done_already = self._committed_here(target, run_id)
+        if done_already is not None:
+            return done_already  # a stale queue asked twice, or a kill after the commit
         files = walk_files(job.staged)
+        self._claim(job, folder, run_id)
         state = self._load_state(job.name, folder)
         present = {rf.path: rf.size for rf in self.remote.list_files(folder)}
         done: dict[str, Digest] = {}
+        stamps: dict[str, tuple[int, int, int, int]] = {}
         todo: list[LocalFile] = []
         for f in files:
-            mtime_ns = (job.staged / f.path).stat().st_mtime_ns
+            stamp = file_stamp(job.staged / f.path)
             rec = state["files"].get(f.path)
             if (
                 isinstance(rec, dict)
-                and rec.get("size") == f.size
-                and rec.get("mtime_ns") == mtime_ns
                 and present.get(f.path) == f.size
+                and rec.get("size") == f.size
+                and same_stamp((rec["size"], rec.get("mtime_ns"), rec.get("ctime_ns"), rec.get("nlink")), stamp)
             ):
                 done[f.path] = Digest(f.size, rec["md5"], rec["sha256"])
+                stamps[f.path] = stamp
             else:
                 todo.append(f)
         state["files"] = {p: state["files"][p] for p in done}
@@ -222,35 +280,70 @@ class Uploader:
         def one(f: LocalFile) -> None:
             if cancel.is_set():
                 raise Cancelled()
-            digest = self._send_one(job, folder, f, cancel)
-            mtime_ns = (job.staged / f.path).stat().st_mtime_ns
+            digest, stamp = self._send_one(job, folder, f, cancel)
             with self._lock:
                 done[f.path] = digest
-                rec = {"size": digest.size, "mtime_ns": mtime_ns, "md5": digest.md5, "sha256": digest.sha256}
+                stamps[f.path] = stamp
+                rec = {"size": digest.size, "mtime_ns": stamp[1], "ctime_ns": stamp[2], "nlink": stamp[3],
+                       "md5": digest.md5, "sha256": digest.sha256}
                 state["files"][f.path] = rec
                 self._append_state(job.name, f.path, rec)
 
         # Biggest first: the long transfers start early and the pool drains evenly.
         todo.sort(key=lambda f: -f.size)
-        if todo:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="syncd-upload") as pool:
-                futures = [pool.submit(one, f) for f in todo]
-                try:
-                    for fut in futures:
-                        fut.result()
-                except BaseException:
-                    for fu in futures:
-                        fu.cancel()  # the queued ones; running ones finish their file
-                    raise
+        try:
+            if todo:
+                with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="syncd-upload") as pool:
+                    futures = [pool.submit(one, f) for f in todo]
+                    try:
+                        for fut in futures:
+                            fut.result()
+                    except BaseException:
+                        for fu in futures:
+                            fu.cancel()  # the queued ones; running ones finish their file
+                        raise
+            # A file rewritten after it was sent (same size, old mtime put back) is caught here.
+            for f in files:
+                if not same_stamp(stamps[f.path], file_stamp(job.staged / f.path)):
+                    raise SourceChanged(f"{job.name}/{f.path} changed after it was sent")
+        except (SourceChanged, FileNotFoundError):
+            self.drop_state(job.name)  # nothing recorded may be trusted now
+            raise
         dt = max(time.monotonic() - t0, 1e-6)
-        manifest = build_manifest(self.run, job.name, job.step, done.items())
-        self._commit(target, folder, manifest)
+        manifest = build_manifest(self.run, job.name, job.step, done.items(), run_id)
+        self._commit(target, folder, manifest, run_id)
         self.drop_state(job.name)
         log.info(
-            "%s: committed %d files, %.1f MB (%.1f MB sent at %.1f MB/s)",
-            job.name, len(manifest.files), manifest.size_bytes / 1e6, total / 1e6, total / dt / 1e6,
+            "%s: committed %d files as %s, %.1f MB (%.1f MB sent at %.1f MB/s)",
+            job.name, len(manifest.files), job.target, manifest.size_bytes / 1e6, total / 1e6, total / dt / 1e6,
         )
         return manifest
+
+    def _committed_here(self, target: str, run_id: str) -> Manifest | None:
+        """The manifest at ``target`` when it is already this run's commit."""
+        if self.remote.stat(join(target, MANIFEST_NAME)) is None:
+            return None
+        try:
+            manifest = read_manifest(self.remote, join(target, MANIFEST_NAME), self.index.key)
+        except IntegrityError as e:
+            raise IntegrityError(f"{target} already exists and is not a valid commit ({e}); not writing into it") \
+                from None
+        if manifest.run_id != run_id:
+            raise IntegrityError(f"{target} already holds another run's commit; not writing into it")
+        return manifest
+
+    def _claim(self, job: UploadJob, folder: str, run_id: str) -> None:
+        """Mark the upload folder as this run's before the first byte goes in.
+
+        A folder that exists without our claim is someone else's: never written into.
+        """
+        owner = read_claim(self.remote, folder)
+        if owner == run_id:
+            return
+        if owner is not None or self.remote.list_files(folder):
+            raise IntegrityError(f"{folder} exists and is not this run's upload; not writing into it")
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.remote.write_bytes(join(folder, CLAIM_NAME), claim_bytes(run_id, job.name, folder, created))
 
     def _check_quota(self, name: str, need: int) -> None:
         """Refuse to start what cannot fit: a full Drive fails late and wastes the bytes sent."""
@@ -259,25 +352,27 @@ class Uploader:
         quota = self.remote.quota()
         if quota is not None and quota.free_bytes is not None and quota.free_bytes < need:
             raise QuotaError(
-                f"{name} needs {need / 1e9:.2f} GB but the remote has {quota.free_bytes / 1e9:.2f} GB free"
-                f"{f' ({quota.trash_bytes / 1e9:.2f} GB of it in the trash)' if quota.trash_bytes else ''}; "
+                f"{name} needs {size_text(need)} but the remote has {size_text(quota.free_bytes)} free"
+                f"{f' ({size_text(quota.trash_bytes)} more sits in the trash)' if quota.trash_bytes else ''}; "
                 "free space or lower backup_keep_last")
 
-    def _commit(self, target: str, folder: str, manifest: Manifest) -> None:
+    def _commit(self, target: str, folder: str, manifest: Manifest, run_id: str) -> None:
+        # One writer per remote run: a commit never lands in a run folder another run took.
+        try:
+            owner = read_remote_record(self.remote, self.run)
+        except IntegrityError as e:
+            raise RemoteError(f"cannot commit: {e}") from None
+        if owner != run_id:
+            raise RemoteError(f"cannot commit {manifest.name}: the remote run folder now belongs to run "
+                              f"{short(owner)}, not this run ({short(run_id)})")
         path = join(folder, MANIFEST_NAME)
         crash_point("before_manifest")
         self.remote.write_bytes(path, manifest.to_json(self.index.key))
         back = read_manifest(self.remote, path, self.index.key)
-        if back.files != manifest.files:
+        if back.files != manifest.files or back.run_id != run_id:
             raise IntegrityError(f"{path}: manifest read back differs from what was written")
         if folder == target:
             return
         crash_point("before_rename")
         self.index.forget(manifest.name)
-        if self.remote.stat(join(target, MANIFEST_NAME)) is not None or self.remote.list_files(target):
-            # An older commit of the same name (the final model saved again): keep it
-            # until the new one is in place, so a copy exists at every instant.
-            self.remote.delete(target + OLD)
-            self.remote.rename_dir(target, target + OLD)
-        self.remote.rename_dir(folder, target)
-        self.remote.delete(target + OLD)
+        self.remote.rename_dir(folder, target)  # fails rather than merge: target is never overwritten

@@ -45,6 +45,12 @@ def normalise_url(url: str, base: Path) -> str:
 
 def open_remote(cfg: SyncConfig) -> Remote:
     """Build the backend for ``cfg.remote_url``; raises ConfigError when none is set."""
+    from ..deleter import audited
+
+    return audited(_open(cfg))
+
+
+def _open(cfg: SyncConfig) -> Remote:
     url = cfg.remote_url
     if not url:
         raise ConfigError("no remote configured: set gdrive_backup_dir in the config")

@@ -3,6 +3,11 @@
 Renames are atomic within one filesystem, so uploads go to ``checkpoint-N.partial``
 and become ``checkpoint-N`` in one step. There is no server-side checksum: the
 uploader verifies by reading the written file back.
+
+Mounts: the remote's folder is created only when its parent exists (``./backups``
+works), never as a chain, so a Drive that is not mounted is an error naming the
+missing mount rather than a copy on the local disk. Once seen, the folder must stay
+on the same filesystem: unmounted mid-run, it is an error, never re-created.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import RemoteError
+from ..errors import IntegrityError, RemoteError
 from ..fsutil import atomic_write_bytes, fsync_dir
 from .base import CHUNK_BYTES, Capabilities, Digest, Hasher, Progress, RemoteFile
 
@@ -25,14 +30,52 @@ class LocalRemote:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.url = str(self.root)
+        self._dev: int | None = None  # the filesystem the folder was first seen on
 
     def _p(self, rel: str) -> Path:
         return self.root / rel if rel else self.root
 
+    def _root_ready(self, create: bool) -> bool:
+        """Whether the remote folder exists (creating it when asked and its parent exists).
+
+        RemoteError when it vanished or moved filesystem since we first saw it, or when
+        its parent is missing too (most often a drive that is not mounted).
+        """
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            if self._dev is not None:
+                raise RemoteError(f"remote folder {self.root} disappeared (was its drive unmounted?); "
+                                  "syncd does not re-create it") from None
+            if not self.root.parent.is_dir():
+                raise RemoteError(f"remote folder {self.root} does not exist, nor does {self.root.parent}: "
+                                  "is the drive mounted?") from None
+            if not create:
+                return False
+            try:
+                os.mkdir(self.root)
+                st = os.stat(self.root)
+            except FileExistsError:
+                st = os.stat(self.root)
+            except OSError as e:
+                raise RemoteError(f"create {self.root}: {e.strerror or e}") from e
+        except OSError as e:
+            raise RemoteError(f"remote folder {self.root}: {e.strerror or e}") from e
+        if not stat.S_ISDIR(st.st_mode):
+            raise RemoteError(f"remote {self.root} is not a folder")
+        if self._dev is None:
+            self._dev = st.st_dev
+        elif st.st_dev != self._dev:
+            raise RemoteError(f"remote folder {self.root} is on another filesystem than when syncd started "
+                              "(was its drive unmounted?)")
+        return True
+
     def list_dirs(self, prefix: str) -> list[str]:
+        if not self._root_ready(create=False):
+            return []
         try:
             return sorted(e.name for e in os.scandir(self._p(prefix)) if e.is_dir(follow_symlinks=False))
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
             return []
         except OSError as e:
             raise RemoteError(f"list {self._p(prefix)}: {e.strerror or e}") from e
@@ -40,6 +83,8 @@ class LocalRemote:
     def list_files(self, prefix: str) -> list[RemoteFile]:
         base = self._p(prefix)
         out = []
+        if not self._root_ready(create=False):
+            return []
         try:
             for dirpath, _dirs, files in os.walk(base):
                 for name in files:
@@ -53,6 +98,8 @@ class LocalRemote:
         return sorted(out, key=lambda f: f.path)
 
     def stat(self, path: str) -> RemoteFile | None:
+        if not self._root_ready(create=False):
+            return None
         try:
             st = self._p(path).stat()
         except (FileNotFoundError, NotADirectoryError):
@@ -63,6 +110,7 @@ class LocalRemote:
 
     def put_file(self, src: Path, dest: str, progress: Progress | None = None) -> Digest:
         target = self._p(dest)
+        self._root_ready(create=True)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with Hasher() as h, open(src, "rb", buffering=0) as fin, open(target, "wb", buffering=0) as fout:
@@ -78,6 +126,7 @@ class LocalRemote:
         return h.digest()
 
     def write_bytes(self, dest: str, data: bytes) -> None:
+        self._root_ready(create=True)
         try:
             atomic_write_bytes(self._p(dest), data)
         except OSError as e:
@@ -90,21 +139,25 @@ class LocalRemote:
         restore copy a file from elsewhere on this machine.
         """
         p = self._p(path)
+        self._root_ready(create=False)
+        # Hostile contents are an integrity failure (exit 4), not a failed read.
         if not p.resolve().is_relative_to(self.root.resolve()):
-            raise RemoteError(f"read {path}: leads outside the remote folder")
+            raise IntegrityError(f"read {path}: leads outside the remote folder")
         try:
             fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise RemoteError(f"read {path}: is a symlink") from None
+                raise IntegrityError(f"read {path}: is a symlink") from None
             raise RemoteError(f"read {path}: {e.strerror or e}") from e
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise RemoteError(f"read {path}: not a regular file")
+            raise IntegrityError(f"read {path}: not a regular file")
         return os.fdopen(fd, "rb")
 
     def delete(self, prefix: str) -> None:
         p = self._p(prefix)
+        if not self._root_ready(create=False):
+            return
         try:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
@@ -116,6 +169,7 @@ class LocalRemote:
             raise RemoteError(f"delete {prefix}: {e.strerror or e}") from e
 
     def rename_dir(self, src: str, dst: str) -> None:
+        self._root_ready(create=False)
         try:
             os.rename(self._p(src), self._p(dst))  # fails rather than merging if dst exists
             fsync_dir(self._p(dst).parent)

@@ -1,0 +1,88 @@
+"""Whether a local checkpoint (or the final model) holds the bytes of its committed copy.
+
+    output_dir/.syncd/state/committed/<name>.json
+      {"folder": "checkpoint-60.v2", "files": {"model.safetensors": [size, mtime_ns, inode], ...}}
+
+The one answer the daemon, ``syncd wait``/``status`` and restore share. Sizes are
+compared first (free). Where they match, the record above says whether the files
+are still the ones known to equal that remote folder; when it is missing or the
+files moved (a re-save of the same step, a restore on a fresh VM), every file is
+hashed once against the manifest's sha256 and the record is written again. A
+restored checkpoint thus costs one read and is never uploaded again, and a step
+saved again with other bytes of the same sizes is never taken for its old copy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .checkpoints import FINAL_MARKER, MARKER, LocalFile
+from .fsutil import atomic_write_json, read_json
+from .manifest import Manifest
+from .remotes.base import sha256_stream
+
+# Written by restore or by us when a copy lacks them: never a difference by themselves.
+_OUR_MARKERS = (MARKER, FINAL_MARKER)
+
+
+def _record_path(state_dir: Path, name: str) -> Path:
+    return Path(state_dir) / "state" / "committed" / f"{name}.json"
+
+
+def _compared(files: Iterable[LocalFile], manifest: Manifest) -> dict[str, int]:
+    listed = {f.path for f in manifest.files}
+    return {f.path: f.size for f in files if f.path in listed or f.path not in _OUR_MARKERS}
+
+
+def _stamps(root: Path, paths: Iterable[str]) -> dict[str, list[int]] | None:
+    out = {}
+    for rel in paths:
+        try:
+            st = os.stat(root / rel)
+        except OSError:
+            return None
+        out[rel] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return out
+
+
+def record(state_dir: Path, name: str, root: Path, manifest: Manifest, folder: str) -> None:
+    """Note that the files under ``root`` are the bytes of remote ``folder`` (just verified)."""
+    stamps = _stamps(root, [f.path for f in manifest.files])
+    if stamps is not None:
+        _write(state_dir, name, {"folder": folder, "files": stamps})
+
+
+def _write(state_dir: Path, name: str, doc: dict) -> None:
+    try:
+        atomic_write_json(_record_path(state_dir, name), doc, durable=False)
+    except OSError:
+        pass  # only a cache: without it the next look hashes again
+
+
+def forget(state_dir: Path, name: str) -> None:
+    _record_path(state_dir, name).unlink(missing_ok=True)
+
+
+def same_as_committed(state_dir: Path, name: str, root: Path, files: Iterable[LocalFile],
+                      manifest: Manifest, folder: str) -> bool:
+    """True when the local files are byte for byte the committed copy in ``folder``."""
+    files = list(files)
+    if _compared(files, manifest) != {f.path: f.size for f in manifest.files}:
+        return False
+    stamps = _stamps(root, [f.path for f in manifest.files])
+    if stamps is None:
+        return False
+    rec = read_json(_record_path(state_dir, name), default=None)
+    if isinstance(rec, dict) and rec.get("folder") == folder and rec.get("files") == stamps:
+        return True
+    for mf in manifest.files:
+        try:
+            with open(root / mf.path, "rb", buffering=0) as fh:
+                if sha256_stream(fh)[1] != mf.sha256:
+                    return False
+        except OSError:
+            return False
+    _write(state_dir, name, {"folder": folder, "files": stamps})
+    return True
