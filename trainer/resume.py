@@ -4,7 +4,9 @@
 
     1. the newest *complete* local checkpoint (marker matches, or settled without one);
     2. else, when a remote is configured, its newest committed checkpoint, restored
-       into ``output_dir/checkpoint-N`` first (syncd verifies it);
+       into ``output_dir/checkpoint-N`` first (syncd verifies it); a remote that could
+       not be read stops the run (it is not "nothing there": starting over would
+       fork the run);
     3. else, if ``output_dir`` holds checkpoint folders but none is usable: an error,
        rather than silently starting over on top of them;
     4. else a fresh start.
@@ -19,7 +21,8 @@ from typing import Any
 
 from syncd.checkpoints import inspect_checkpoint, newest_complete, scan_local
 from syncd.config import SyncConfig
-from syncd.errors import NothingToRestore, SyncdError
+from syncd.errors import NothingToRestore, RemoteError, SyncdError
+from syncd.overlap import check_overlap
 
 logger = logging.getLogger("tessync.trainer")
 
@@ -50,21 +53,16 @@ def _restore_from_remote(sync: SyncConfig) -> Path | None:
         return Path(api.restore(sync))
     except NothingToRestore:
         return None
-
-
-def _warn_if_unmounted(remote_url: str) -> None:
-    """A folder remote whose parent is missing too is most often a Drive that is not mounted."""
-    if "://" in remote_url:
-        return
-    folder = Path(remote_url)
-    if not folder.exists() and not folder.parent.exists():
-        logger.warning("remote folder %s does not exist, nor does %s: if it is a mounted drive, mount it "
-                       "first, or this run starts from scratch", folder, folder.parent)
+    except RemoteError as e:
+        raise RemoteError(f"cannot tell whether {sync.remote_url} holds a checkpoint of this run ({e}); "
+                          "not starting over: fix the remote and run again, or pass "
+                          "--resume_from_checkpoint false to start a new run") from None
 
 
 def plan_resume(setting: Any, sync: SyncConfig, *, restore=_restore_from_remote) -> ResumePlan:
     """Decide where to resume from; may restore from the remote (step 2 above)."""
     output_dir = sync.output_dir
+    check_overlap(output_dir, sync.remote_url, sync.run_name)
     if setting is None or setting is False or (isinstance(setting, str) and setting.lower() == "false"):
         return ResumePlan(None, "starting fresh (resume_from_checkpoint is false)")
     if isinstance(setting, str) and setting.lower() not in ("auto", "true"):
@@ -80,7 +78,6 @@ def plan_resume(setting: Any, sync: SyncConfig, *, restore=_restore_from_remote)
         return ResumePlan(local.path, f"resuming from {local.path} (newest complete local checkpoint, "
                                       f"step {local.step})")
     if sync.remote_url:
-        _warn_if_unmounted(sync.remote_url)
         restored = restore(sync)
         if restored is not None:
             return ResumePlan(restored, f"resuming from {restored}, restored from the remote {sync.remote_url}")

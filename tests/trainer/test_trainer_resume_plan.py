@@ -9,6 +9,7 @@ import pytest
 from trainer_testlib import commit_to_remote, fake_checkpoint
 
 from syncd.config import build_config
+from syncd.errors import ConfigError, RemoteError
 from trainer.resume import ResumeError, plan_resume
 
 
@@ -102,9 +103,19 @@ def test_empty_remote_and_empty_folder_start_fresh(tmp_path):
     assert plan.fresh and "or on the remote" in plan.why
 
 
-def test_unmounted_looking_remote_is_warned_about(tmp_path, caplog):
-    remote = tmp_path / "drive" / "MyDrive" / "tess_backups"  # neither it nor its parent exists
-    with caplog.at_level("WARNING", logger="tessync.trainer"):
-        plan = plan_resume("auto", sync_cfg(tmp_path, remote))
-    assert plan.fresh
-    assert any("mount it first" in r.getMessage() for r in caplog.records)
+def test_unmounted_drive_stops_instead_of_starting_over(tmp_path):
+    # Neither the remote folder nor its parent exists: most often a Drive not mounted yet.
+    # Starting from scratch would fork the run; it stops with one line naming the mount.
+    remote = tmp_path / "drive" / "MyDrive" / "tess_backups"
+    with pytest.raises(RemoteError, match="is the drive mounted"):
+        plan_resume("auto", sync_cfg(tmp_path, remote))
+    assert not (tmp_path / "drive").exists()
+
+
+def test_output_inside_the_remote_run_folder_is_refused(tmp_path):
+    # Training into MyDrive/tess_out while backing up to MyDrive with run_name tess_out.
+    drive = tmp_path / "MyDrive"
+    cfg = build_config({"output_dir": str(drive / "tiny"), "run_name": "tiny", "gdrive_backup_dir": str(drive)},
+                       base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="overlap"):
+        plan_resume("auto", cfg)
