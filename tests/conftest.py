@@ -46,21 +46,29 @@ def write_config(path: Path, **keys) -> Path:
 
 
 def syncd(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run one syncd command to completion."""
+    """Run one syncd command to completion (its deletes audited into ``cwd/deletes.jsonl``)."""
     return subprocess.run([PY, "-m", "syncd", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, "SYNCD_DELETE_AUDIT": str(Path(cwd) / "deletes.jsonl"),
+                                                **(env or {})})
 
 
 class Procs:
-    """Starts subprocesses and kills whatever is left of them at teardown."""
+    """Starts subprocesses and kills whatever is left of them at teardown.
 
-    def __init__(self) -> None:
+    Every process runs with ``SYNCD_DELETE_AUDIT``: its remotes record each delete and
+    whether syncd's deleter permitted it (syncd/deleter.py); teardown fails the test on
+    any delete the plan did not justify.
+    """
+
+    def __init__(self, audit: Path | None = None) -> None:
         self.started: list[subprocess.Popen] = []
+        self.audit = audit
 
     def start(self, cmd: list[str], *, cwd: Path, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
         out = open(log, "ab") if log else subprocess.DEVNULL
+        audit = {"SYNCD_DELETE_AUDIT": str(self.audit)} if self.audit else {}
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **audit, **(env or {})},
                                 start_new_session=True)
         if log:
             out.close()
@@ -105,12 +113,16 @@ class Procs:
 
 
 @pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
+def procs(tmp_path_factory) -> Iterator[Procs]:
+    from syncd.deleter import unjustified
+
+    p = Procs(tmp_path_factory.mktemp("audit") / "deletes.jsonl")
     try:
         yield p
     finally:
         p.stop_all()
+    bad = unjustified(p.audit)
+    assert not bad, f"syncd deleted what no plan justified: {bad[:5]}"
 
 
 def stop_gracefully(proc: subprocess.Popen, timeout: float = 60) -> int:

@@ -22,8 +22,8 @@ from transformers import (
 
 
 class RandomMLM(torch.utils.data.Dataset):
-    def __init__(self, n: int, length: int, vocab: int) -> None:
-        g = torch.Generator().manual_seed(0)
+    def __init__(self, n: int, length: int, vocab: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
         self.ids = torch.randint(5, vocab, (n, length), generator=g)
         self.mask = torch.rand((n, length), generator=g) < 0.15
 
@@ -72,6 +72,8 @@ def main() -> None:
     p.add_argument("--late-gap", type=float, default=0.5, help="seconds before each late shard")
     p.add_argument("--save-final", action="store_true", help="trainer.save_model() at the end")
     p.add_argument("--resume", default=None, help="'auto' for the newest checkpoint, or a path")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--data-seed", type=int, default=0, help="another one after a resume forks the run")
     a = p.parse_args()
     torch.manual_seed(0)
     cfg = RobertaConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=1,
@@ -81,12 +83,12 @@ def main() -> None:
         output_dir=a.output_dir, max_steps=a.max_steps, per_device_train_batch_size=4,
         save_strategy="steps", save_steps=a.save_steps, save_total_limit=a.save_total_limit,
         logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
-        dataloader_num_workers=0, learning_rate=1e-3,
+        dataloader_num_workers=0, learning_rate=a.learning_rate,
     )
     callbacks = [Slow(a.step_sleep)] if a.step_sleep else []
     if a.late_shards:
         callbacks.append(LateShards(a.late_shards, a.late_gap))
-    trainer = Trainer(model=model, args=args, train_dataset=RandomMLM(64, 16, a.vocab), callbacks=callbacks)
+    trainer = Trainer(model=model, args=args, train_dataset=RandomMLM(64, 16, a.vocab, a.data_seed), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=True if a.resume == "auto" else a.resume)
     if a.save_final:
         trainer.save_model()

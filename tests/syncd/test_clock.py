@@ -9,12 +9,12 @@ from syncd.clock import JumpDetector, QuietTracker
 
 def test_quiet_time_counts_on_the_monotonic_clock_only():
     q = QuietTracker()
-    assert q.quiet_for("checkpoint-5", ("a", 1), mono_now=100.0) == 0.0  # first sight: just changed
-    assert q.quiet_for("checkpoint-5", ("a", 1), mono_now=130.0) == 30.0
-    assert q.quiet_for("checkpoint-5", ("a", 2), mono_now=131.0) == 0.0  # a file grew: start over
-    assert q.quiet_for("checkpoint-5", ("a", 2), mono_now=140.0) == 9.0
+    assert 100.0 - q.changed_at("checkpoint-5", ("a", 1), mono_now=100.0) == 0.0  # first sight: just changed
+    assert 130.0 - q.changed_at("checkpoint-5", ("a", 1), mono_now=130.0) == 30.0
+    assert 131.0 - q.changed_at("checkpoint-5", ("a", 2), mono_now=131.0) == 0.0  # a file grew: start over
+    assert 140.0 - q.changed_at("checkpoint-5", ("a", 2), mono_now=140.0) == 9.0
     q.keep_only(["checkpoint-9"])
-    assert q.quiet_for("checkpoint-5", ("a", 2), mono_now=150.0) == 0.0  # forgotten, seen anew
+    assert 150.0 - q.changed_at("checkpoint-5", ("a", 2), mono_now=150.0) == 0.0  # forgotten, seen anew
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def test_mirrors_a_training_run_keeping_the_newest_commits(tmp_path, procs):
     for name in committed(remote_run):
         assert_same_files(tmp_path / "out" / name, remote_run / name)
     wait_for(lambda: not any((tmp_path / "out" / ".syncd" / "staging").iterdir()), 20, what="staging drained")
-    assert sorted(p.name for p in remote_run.iterdir()) == ["checkpoint-25", "checkpoint-30"]
+    assert sorted(p.name for p in remote_run.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["checkpoint-25", "checkpoint-30"]
     assert stop_gracefully(daemon) == 0
 
 
@@ -79,7 +79,7 @@ def test_trainer_rotation_deletes_folders_mid_upload(tmp_path, procs):
     assert r.returncode == 0, r.stderr
     remote_run = tmp_path / "remote" / "run"
     # `wait` promises the newest; the window's second member may still be in flight.
-    wait_for(lambda: sorted(p.name for p in remote_run.iterdir()) == ["checkpoint-36", "checkpoint-40"], 30,
+    wait_for(lambda: sorted(p.name for p in remote_run.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["checkpoint-36", "checkpoint-40"], 30,
              what="the remote to converge on the newest two, with no partial left")
     assert committed(remote_run) == ["checkpoint-36", "checkpoint-40"]
     for name in committed(remote_run):
@@ -145,10 +145,10 @@ def test_half_written_checkpoint_is_never_mirrored_and_is_cleaned_once_stale(tmp
     assert syncd("wait", str(cfg), "--timeout", "120", cwd=tmp_path).returncode == 0
     remote_run = tmp_path / "remote" / "run"
     assert committed(remote_run) == ["checkpoint-2"]
-    assert not any(p.name.startswith("checkpoint-4") for p in remote_run.iterdir())
+    assert not any(p.name.startswith("checkpoint-4") for p in remote_run.iterdir() if p.is_dir())
     r = syncd("restore", str(cfg), "--to", str(tmp_path / "fresh"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["checkpoint-2"]
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir() if p.is_dir() and not p.name.startswith(".")) == ["checkpoint-2"]
     # Not stale-and-superseded yet: the half folder may still be written, so it stays.
     assert half.exists()
     # Training starts again and saves a newer complete checkpoint: now the half one goes.
@@ -178,7 +178,7 @@ def test_restore_into_empty_folder_then_trainer_resumes(tmp_path, procs):
     fresh = tmp_path / "fresh-vm" / "out"
     r = syncd("restore", str(cfg), "--to", str(fresh), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in fresh.iterdir()) == ["checkpoint-10"]
+    assert sorted(p.name for p in fresh.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["checkpoint-10"]
     original = json.loads((tmp_path / "out" / "checkpoint-10" / "trainer_state.json").read_text())
     resume = procs.hf_train(fresh, "--max-steps", "15", "--save-steps", "5", "--resume", "auto", cwd=tmp_path)
     assert resume.wait(120) == 0
@@ -206,7 +206,7 @@ def test_flipped_byte_is_reported_and_restore_falls_back(tmp_path, procs):
     r = syncd("restore", str(cfg), "--to", str(tmp_path / "fresh"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "checkpoint-10 failed verification" in r.stderr and "falling back" in r.stderr
-    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["checkpoint-5"]
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir() if p.is_dir() and not p.name.startswith(".")) == ["checkpoint-5"]
     assert_same_files(tmp_path / "fresh" / "checkpoint-5", tmp_path / "remote" / "run" / "checkpoint-5")
     r = syncd("restore", str(cfg), "--step", "10", "--to", str(tmp_path / "fresh2"), cwd=tmp_path)
     assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1

@@ -38,9 +38,12 @@ def test_final_model_is_mirrored_and_replaced_when_saved_again(tmp_path, procs):
                           cwd=tmp_path)
     assert more.wait(120) == 0
     assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
-    assert (final / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes() != first
-    wait_for(lambda: sorted(p.name for p in final.parent.iterdir()) == ["checkpoint-10", "checkpoint-5", "final"],
-             30, what="no final.old or .partial left")
+    # A final model saved again is a new version (final.v2); the old one goes once it is committed.
+    wait_for(lambda: sorted(p.name for p in final.parent.iterdir() if p.is_dir()) == ["checkpoint-10", "checkpoint-5",
+                                                                                      "final.v2"],
+             30, what="only the new final version left")
+    assert (final.parent / "final.v2" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert (out / "model.safetensors").read_bytes() != first
     assert stop_gracefully(daemon) == 0
 
 

@@ -8,6 +8,19 @@ from hypothesis import strategies as st
 
 from syncd import policy
 from syncd.policy import View
+from syncd.remote_state import (
+    BEING_DELETED,
+    COMMITTED,
+    FOREIGN,
+    IN_FLIGHT,
+    INVALID,
+    LEFTOVER,
+    LEGACY,
+    OURS,
+    UNCOMMITTED,
+    UNREADABLE,
+    folder_name,
+)
 
 
 def V(*steps, incomplete=(), mtime=0.0):
@@ -119,3 +132,81 @@ def test_invariants_hold_over_any_history(history, keep_local, keep_remote):
         ever_good = ever_good or bool(good)
         if ever_good:
             assert good, "the last good copy was deleted"
+
+
+# -- remote deletions: only on proof -----------------------------------------------------
+
+
+_SUFFIX = {IN_FLIGHT: ".partial", BEING_DELETED: ".deleting", LEFTOVER: ".old"}
+
+
+def R(step, state=COMMITTED, owner=OURS, version=1):
+    base = f"checkpoint-{step}" if step is not None else "final"
+    return policy.RemoteView(folder_name(base, version, _SUFFIX.get(state, "")), base, step, version, state, owner)
+
+
+def names(deletions):
+    return sorted(d.name for d in deletions)
+
+
+@pytest.mark.parametrize(
+    "entries, keep, in_use, expected",
+    [
+        ([R(1), R(2), R(3)], 2, (), ["checkpoint-1"]),
+        ([R(1), R(2, owner=FOREIGN), R(3)], 1, (), ["checkpoint-1"]),  # another run's: never
+        ([R(1, owner=LEGACY), R(2), R(3)], 1, (), ["checkpoint-2"]),  # made before run ids: never
+        ([R(1, INVALID), R(2), R(3)], 1, (), ["checkpoint-2"]),  # a manifest that does not verify: never
+        ([R(4), R(4, version=2)], 3, (), ["checkpoint-4"]),  # superseded by a newer version of the step
+        ([R(4, version=2), R(4, IN_FLIGHT, version=3)], 3, (), []),  # maybe a lost rename: finished, not deleted
+        ([R(5, IN_FLIGHT), R(6)], 3, (), ["checkpoint-5.partial"]),  # our abandoned upload
+        ([R(5, IN_FLIGHT), R(6)], 3, ("checkpoint-5.partial",), []),  # still being written
+        ([R(5, UNCOMMITTED, FOREIGN), R(6, IN_FLIGHT, FOREIGN)], 1, (), []),  # a user's folders
+        ([R(2, BEING_DELETED), R(3, LEFTOVER, FOREIGN)], 1, (), ["checkpoint-2.deleting"]),
+        ([R(None), R(None, version=2), R(1)], 1, (), ["final"]),
+    ],
+    ids=["retention", "foreign", "legacy", "invalid", "superseded", "lost-rename", "abandoned", "in-use",
+         "users-folders", "finish-prune", "final-versions"],
+)
+def test_remote_deletions(entries, keep, in_use, expected):
+    got = policy.remote_deletions(entries, keep=keep, in_use=in_use, clean=True, identity_ok=True)
+    assert names(got) == expected
+
+
+def test_no_deletion_after_a_failed_read_or_without_identity():
+    entries = [R(1), R(2), R(3), R(4, UNCOMMITTED, UNREADABLE)]
+    assert policy.remote_deletions(entries, keep=1, clean=False, identity_ok=True) == []
+    assert policy.remote_deletions(entries, keep=1, clean=True, identity_ok=False) == []
+
+
+_remote_entry = st.builds(
+    R,
+    st.one_of(st.none(), st.integers(0, 6)),
+    st.sampled_from([COMMITTED, UNCOMMITTED, INVALID, IN_FLIGHT, BEING_DELETED, LEFTOVER]),
+    st.sampled_from([OURS, FOREIGN, LEGACY, UNREADABLE]),
+    st.integers(1, 3),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_remote_entry, max_size=12, unique_by=lambda e: e.name), st.integers(1, 4), st.booleans(),
+       st.booleans())
+def test_nothing_unprovable_is_ever_planned_for_deletion(entries, keep, clean, identity_ok):
+    doomed = {d.name for d in policy.remote_deletions(entries, keep=keep, clean=clean, identity_ok=identity_ok)}
+    by_name = {e.name: e for e in entries}
+    if not clean or not identity_ok:
+        assert not doomed
+    for name in doomed:
+        e = by_name[name]
+        assert e.owner == OURS, f"{name} is not provably ours"
+        assert e.state != INVALID
+    # Every kept step keeps a committed copy of ours: the newest version of each of the
+    # newest `keep` steps survives, and so does the newest final.
+    ours = [e for e in entries if e.owner == OURS and e.state == COMMITTED]
+    newest: dict[str, policy.RemoteView] = {}
+    for e in ours:
+        if e.base not in newest or e.version > newest[e.base].version:
+            newest[e.base] = e
+    kept_steps = sorted((e.step for e in newest.values() if e.step is not None), reverse=True)[:keep]
+    for e in newest.values():
+        if e.step is None or e.step in kept_steps:
+            assert e.name not in doomed, f"{e.name} is the last good copy of {e.base}"
