@@ -14,8 +14,15 @@ from pathlib import Path
 
 from . import api
 from .checkpoints import inspect_final, scan_local
-from .config import KEYS, SyncConfig, check_folder_path, load_config, parse_overrides, read_config_file
-from .errors import ConfigError, IntegrityError, LockedError, SyncdError
+from .config import (
+    KEYS,
+    SyncConfig,
+    check_folder_path,
+    load_config,
+    parse_overrides,
+    read_config_file,
+)
+from .errors import ConfigError, IntegrityError, LockedError, RemoteError, SyncdError
 from .fsutil import read_json
 from .locking import prepare_state_dir, running_pid
 from .remotes import open_remote
@@ -165,14 +172,25 @@ def _gather(cfg: SyncConfig) -> dict:
         try:
             remote = open_remote(cfg)
             try:
-                for e in api.index_for(cfg, remote).scan():
+                snap = api.index_for(cfg, remote).scan()
+                copies = snap.restorable()
+                stale = set(api.pending(cfg, snap, include_final=True)) if pid is None else set()
+                for e in snap:
                     row = rows.setdefault(e.base, {"name": e.base, "step": e.step, "local": None,
                                                    "local_bytes": None, "age_seconds": None,
                                                    "remote": None, "remote_bytes": None})
-                    if e.committed:
+                    if copies.get(e.base) is e:
                         row["remote"], row["remote_bytes"] = "committed", e.manifest.size_bytes
-                    elif row["remote"] != "committed":
-                        row["remote"] = "partial" if e.partial else ("invalid" if e.error else "uncommitted")
+                        if e.name != e.base:
+                            row["remote"] = f"committed as {e.name}"
+                    elif row["remote"] is None or not row["remote"].startswith("committed"):
+                        row["remote"] = _remote_state_text(e)
+                for name in stale:
+                    if name in rows and (rows[name]["remote"] or "").startswith("committed") \
+                            and rows[name]["local"] == "complete":
+                        rows[name]["remote"] = "stale (local copy differs)"
+                if snap.io_errors:
+                    remote_error = "some remote reads failed: " + "; ".join(snap.io_errors[:3])
                 if remote.capabilities.quota:
                     q = remote.quota()
                     if q is not None:
@@ -199,6 +217,14 @@ def _gather(cfg: SyncConfig) -> dict:
     for name, message in (daemon.get("errors") or {}).items() if pid else ():
         if name in rows:
             rows[name]["error"] = message
+    for name in (daemon.get("stale") or []) if pid else ():
+        if name in rows:
+            rows[name]["remote"] = "stale (local copy differs; uploading again)"
+    for folder, message in (daemon.get("damaged") or {}).items() if pid else ():
+        base = folder.split(".v")[0]
+        if base in rows:
+            rows[base]["remote"] = "damaged (repairing from the local copy)"
+            rows[base]["error"] = message
     order = sorted(rows.values(), key=lambda r: (r["step"] is None, r["step"] or 0), reverse=True)
     return {
         "output_dir": str(cfg.output_dir), "run": cfg.run_name, "remote": cfg.remote_url,
@@ -210,7 +236,21 @@ def _gather(cfg: SyncConfig) -> dict:
         "current": current, "disk": disk, "quota": quota, "checkpoints": order,
         "lag": {"steps": daemon.get("lag_steps"), "seconds": daemon.get("lag_seconds")} if pid else None,
         "http_port": daemon.get("http_port") if pid else None,
+        "identity": daemon.get("identity") if pid else None, "run_id": daemon.get("run_id") if pid else None,
     }
+
+
+def _remote_state_text(e) -> str:
+    if e.owner == "unreadable":
+        return "unreadable"
+    if e.owner == "foreign":
+        return "foreign (another run's)" if e.manifest is not None else (
+            "unverified" if e.error else "foreign")
+    if e.owner == "legacy":
+        return "legacy commit"
+    if e.partial:
+        return "partial"
+    return "uncommitted"
 
 
 def _print_status(s: dict) -> None:
@@ -225,6 +265,8 @@ def _print_status(s: dict) -> None:
         q = s["quota"]
         print(f"quota    {_human_bytes(q['used_bytes'])} used (trash {_human_bytes(q['trash_bytes'])}), "
               f"{_human_bytes(q['free_bytes'])} free")
+    if s.get("identity") and s["identity"] != "this run":
+        print(f"run      {s['identity']}")
     if s["remote_error"]:
         print(f"remote error  {s['remote_error']}")
     if s["last_error"]:
@@ -249,6 +291,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=2))
     else:
         _print_status(s)
+    if s["remote_error"]:
+        print(f"syncd: error: the remote could not be read: {s['remote_error']}", file=sys.stderr)
+        return RemoteError.exit_code
     return 0
 
 
@@ -264,14 +309,18 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     remote = open_remote(cfg)
     try:
-        entries = api.index_for(cfg, remote).scan()
+        snap = api.index_for(cfg, remote).scan()
     finally:
         remote.close()
-    for e in sorted(entries, key=lambda e: (e.step is None, e.step or 0)):
-        if e.committed:
+    copies = snap.restorable()
+    for e in sorted(snap, key=lambda e: (e.step is None, e.step or 0, e.version)):
+        if copies.get(e.base) is e:
             print(f"{e.name}\tcommitted\t{_human_bytes(e.manifest.size_bytes)}\t{e.manifest.created}")
         else:
-            print(f"{e.name}\t{'invalid: ' + e.error if e.error and not e.partial else 'uncommitted'}")
+            why = f": {e.error}" if e.error else ""
+            print(f"{e.name}\t{_remote_state_text(e) if e.owner != 'ours' or not e.committed else 'superseded'}{why}")
+    if snap.io_errors:
+        raise RemoteError("some remote reads failed: " + "; ".join(snap.io_errors[:3]))
     return 0
 
 
@@ -313,13 +362,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     bad = 0
     checked = 0
     try:
-        entries = api.index_for(cfg, remote).scan()
-        for e in sorted(entries, key=lambda e: (e.step is None, e.step or 0)):
-            if e.error and not e.partial:
+        snap = api.index_for(cfg, remote).scan()
+        copies = snap.restorable()
+        for e in sorted(snap, key=lambda e: (e.step is None, e.step or 0, e.version)):
+            if e.owner == "unreadable":
+                continue  # counted below as a failed read, not as damage
+            if e.error and not e.suffix:
                 print(f"{e.name}: BAD manifest: {e.error}")
                 bad += 1
                 continue
-            if not e.committed:
+            if copies.get(e.base) is not e:
                 continue
             stored = {f.path: f for f in remote.list_files(join(cfg.run_name, e.name))}
             problems = []
@@ -345,6 +397,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"{e.name}: ok ({len(e.manifest.files)} files, {_human_bytes(e.manifest.size_bytes)})")
     finally:
         remote.close()
+    if snap.io_errors:
+        raise RemoteError("could not verify everything, some remote reads failed: " + "; ".join(snap.io_errors[:3]))
     if bad:
         raise IntegrityError(f"{bad} remote checkpoint(s) failed verification")
     if not checked:

@@ -175,8 +175,8 @@ def test_restore_refuses_links_and_devices_planted_on_the_remote(tmp_path, kind)
     (ck / "syncd-manifest.json").write_text(json.dumps(manifest))
     cfg = write_config(tmp_path / "cfg.json", **BASE)
     r = syncd("restore", str(cfg), "--to", str(tmp_path / "target"), cwd=tmp_path, timeout=30)
-    assert r.returncode == 5, r.stderr
-    assert "falling back" in r.stderr or "no committed checkpoint" in r.stderr
+    assert r.returncode == 4, r.stderr  # a committed copy that fails verification: integrity, not absence
+    assert "verified" in r.stderr.splitlines()[-1]
     target = tmp_path / "target"
     assert not target.exists() or not any(p.is_file() for p in target.rglob("*")), "nothing may be written"
 
