@@ -192,8 +192,11 @@ def restore(
         for entry in copies:
             tried.add(entry.name)
             try:
-                dest_root.mkdir(parents=True, exist_ok=True)
-                _claim_folder(dest_root, entry.manifest.run_id if entry.manifest else None, run, remote.url)
+                try:
+                    dest_root.mkdir(parents=True, exist_ok=True)
+                    _claim_folder(dest_root, entry.manifest.run_id if entry.manifest else None, run, remote.url)
+                except OSError as e:
+                    raise ConfigError(f"cannot restore into {dest_root}: {e.strerror or e}") from None
                 path = fetch(remote, run, entry, dest_root, progress)
             except (IntegrityError, RemoteError) as e:
                 if remote.stat(join(run, entry.name, MANIFEST_NAME)) is None:

@@ -46,7 +46,7 @@ def test_full_folder_remote_reports_and_recovers(trained, small_fs, tmp_path, pr
         return s["last_error"]
 
     # Seen before a byte is sent: the checkpoint cannot fit in what is free.
-    assert "GB free" in wait_for(error, 60, what="the out-of-space error in status")
+    assert "MB free" in wait_for(error, 60, what="the out-of-space error in status")
     remote = LocalRemote(small_fs / "remote")
     assert check_invariants(remote, out) == [], "nothing half-sent may look committed"
     grow(small_fs, "200m")  # space returns
@@ -86,8 +86,18 @@ def test_remote_that_vanishes_and_returns(trained, tmp_path, procs):  # noqa: F8
     assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
     remote = LocalRemote(tmp_path / "remote")
     wait_for(lambda: check_invariants(remote, out) == ["checkpoint-10", "checkpoint-5"], 30, what="first mirror")
-    shutil.rmtree(tmp_path / "remote")  # an unmounted Drive, a wiped bucket
-    # The timer's reconcile notices and mirrors the window again from local copies.
+    shutil.rmtree(tmp_path / "remote")  # an unmounted Drive, a wiped disk
+
+    def error():
+        return json.loads(syncd("status", str(cfg), "--json", cwd=tmp_path).stdout)["last_error"] or ""
+
+    # The timer's pass notices; the folder is never re-created on the local disk...
+    assert "disappeared" in wait_for(error, 60, what="the vanished remote in status")
+    assert not (tmp_path / "remote").exists()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    # ... until a person brings it back: then the window is mirrored again from local copies.
+    (tmp_path / "remote").mkdir()
+    remote = LocalRemote(tmp_path / "remote")
     wait_for(lambda: check_invariants(remote, out) == ["checkpoint-10", "checkpoint-5"], 60, what="re-mirror")
     assert stop_gracefully(daemon) == 0
 
@@ -113,7 +123,8 @@ def test_saves_faster_than_uploads_newest_first_and_bounded(tmp_path, procs):
             order.append(int(status["current"]["name"].split("-")[1]))
     assert max(queue_lengths) <= 2, "the queue holds at most the keep window"
     assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
-    wait_for(lambda: sorted(os.listdir(tmp_path / "remote" / "run")) == ["checkpoint-19", "checkpoint-20"], 60,
+    wait_for(lambda: sorted(p.name for p in (tmp_path / "remote" / "run").iterdir() if p.is_dir())
+             == ["checkpoint-19", "checkpoint-20"], 60,
              what="the newest two, and only them")
     assert stop_gracefully(daemon) == 0
     # Each upload started on the newest checkpoint of its moment: the sequence only climbs.
