@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from benchlib import write_random  # noqa: E402
 
 from syncd.checkpoints import inspect_checkpoint, write_checkpoint_marker  # noqa: E402
+from syncd import identity  # noqa: E402
 from syncd.remote_state import RemoteIndex  # noqa: E402
 from syncd.remotes.local import LocalRemote  # noqa: E402
 from syncd.stage import stage  # noqa: E402
@@ -84,8 +85,9 @@ def bench_throughput(work: Path, size_gb: float, repeats: int) -> None:
         shutil.rmtree(state, ignore_errors=True)
         remote = LocalRemote(dest)
         staged = stage(inspect_checkpoint(ck, 0), state / "staging")
+        identity.write_remote_record(remote, "run", "bench")  # the daemon's first upload does this once
         Uploader(remote, RemoteIndex(remote, "run"), state, workers=4).upload(
-            UploadJob(ck.name, 100, staged), threading.Event())
+            UploadJob(ck.name, 100, staged), threading.Event(), "bench")
 
     def rclone_once() -> None:
         dest = work / "rclone-remote"

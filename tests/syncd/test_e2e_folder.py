@@ -65,6 +65,8 @@ def test_mirrors_a_training_run_keeping_the_newest_commits(tmp_path, procs):
     wait_for(lambda: not any((tmp_path / "out" / ".syncd" / "staging").iterdir()), 20, what="staging drained")
     assert sorted(p.name for p in remote_run.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["checkpoint-25", "checkpoint-30"]
     assert stop_gracefully(daemon) == 0
+    # No spurious errors on the way (a commit racing the pass that finishes interrupted ones).
+    assert " ERROR syncd" not in (tmp_path / "syncd-0.log").read_text()
 
 
 def test_trainer_rotation_deletes_folders_mid_upload(tmp_path, procs):

@@ -25,7 +25,7 @@ from syncd.checkpoints import write_checkpoint_marker
 from syncd.config import build_config
 from syncd.daemon import Daemon
 from syncd.deleter import AuditedRemote, unjustified
-from syncd.errors import ConfigError, IntegrityError, RemoteError
+from syncd.errors import ConfigError, IntegrityError, RemoteError, SyncdError
 from syncd.manifest import MANIFEST_NAME
 from syncd.overlap import overlapping
 from syncd.remote_state import CLAIM_NAME, RemoteIndex
@@ -467,3 +467,71 @@ def test_every_upload_is_claimed_and_every_commit_names_the_run(tmp_path):
     remote = LocalRemote(tmp_path / "remote")
     assert identity.read_remote_record(remote, "run") == run_id
     assert [e.owner for e in RemoteIndex(remote, "run").scan()] == ["ours"]
+
+
+# -- the same refusals as real processes: one line, the right exit, nothing touched ---------
+
+def _last_line(r) -> str:
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def test_refusals_at_start_are_one_line_from_a_real_process(tmp_path):
+    drive = tmp_path / "MyDrive"
+    ckpt(drive / "tess_out", 10)
+    overlap = write_config(tmp_path / "overlap.json", **{**BASE, "output_dir": str(drive / "tess_out"),
+                                                          "gdrive_backup_dir": str(drive), "run_name": None})
+    r = syncd("run", str(overlap), cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and "overlap" in _last_line(r), r.stderr
+    assert (drive / "tess_out" / "checkpoint-10" / "model.safetensors").is_file()
+
+    unmounted = write_config(tmp_path / "unmounted.json", **{**BASE, "gdrive_backup_dir": str(
+        tmp_path / "content" / "drive" / "MyDrive" / "tess_backups")})
+    ckpt(tmp_path / "out", 1)
+    r = syncd("run", str(unmounted), cwd=tmp_path, timeout=60)
+    assert r.returncode == 3 and "is the drive mounted" in _last_line(r), r.stderr
+    assert not (tmp_path / "content").exists()
+
+    # Run A commits; run B, with checkpoints of its own under the same run_name, is refused.
+    with running(cfg_of(tmp_path), tmp_path):
+        wait_for(lambda: committed(tmp_path / "remote" / "run") == ["checkpoint-1"], 30, what="run A")
+    ckpt(tmp_path / "other", 40, seed=5)
+    other = write_config(tmp_path / "other.json", **{**BASE, "output_dir": "other"})
+    r = syncd("run", str(other), cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and "set another run_name" in _last_line(r), r.stderr
+    assert committed(tmp_path / "remote" / "run") == ["checkpoint-1"]
+
+
+def test_a_file_name_with_a_backslash_is_one_error_and_the_rest_moves(tmp_path):
+    d = ckpt(tmp_path / "out", 1)
+    (d / "odd\\name.bin").write_bytes(b"x")
+    write_checkpoint_marker(d, 1)
+    with running(cfg_of(tmp_path), tmp_path) as daemon:
+        ckpt(tmp_path / "out", 2)
+        wait_for(lambda: committed(tmp_path / "remote" / "run") == ["checkpoint-2"], 30, what="checkpoint-2")
+        assert "backslash" in daemon.snapshot()["errors"]["checkpoint-1"]
+        failures = daemon.snapshot()["failures"]
+        for _ in range(3):
+            one_pass(daemon)
+        assert daemon.snapshot()["failures"] == failures  # not retried in a loop
+
+
+def test_restore_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    ckpt(tmp_path / "out", 1, size=4 * 1024 * 1024)
+    with running(cfg_of(tmp_path), tmp_path):
+        wait_for(lambda: committed(tmp_path / "remote" / "run") == ["checkpoint-1"], 30, what="commit")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        cfg = write_config(tmp_path / "cfg.json", **BASE)
+        r = syncd("restore", str(cfg), "--to", str(small / "fresh"), cwd=tmp_path, timeout=60)
+        assert r.returncode != 0 and "free" in _last_line(r) and "Traceback" not in r.stderr, r.stderr
+        assert not list((small / "fresh").glob("checkpoint-*"))
+        # The trainer's auto-restore says the same, in one line, before step one.
+        from trainer.resume import plan_resume
+
+        with pytest.raises(SyncdError, match="free"):
+            plan_resume("auto", cfg_of(tmp_path, output_dir=str(small / "out2")))
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
