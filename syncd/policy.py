@@ -22,6 +22,19 @@ The rules for deleting on the remote (``remote_deletions``), each needing proof:
    every moment.
 4. Our uncommitted folders go when no upload wants them; ``.deleting`` ones were
    already un-committed by us and are finished.
+``deleter.py`` applies each one after reading its proof again.
+
+The rules for deleting locally (the daemon applies them; each folder is renamed into
+``.syncd/trash/`` first):
+1. ``local_retire``: complete checkpoints beyond ``save_total_limit`` (none when it is
+   null), never the newest complete, the best, one the upload plan still wants and has
+   not staged, or one restored here that training has not moved past; every complete
+   one while the remote could not be read or does not accept this run; incomplete
+   folders only once stale and superseded by a newer complete one.
+2. ``disk_pressure_retire``: below ``syncd_min_free_gb``, all but the newest complete
+   and the newest committed.
+3. syncd's own files: staged hard links no upload wants, upload journals of finished
+   uploads, the trash at start.
 """
 
 from __future__ import annotations
