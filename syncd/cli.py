@@ -25,6 +25,7 @@ from .config import (
 from .errors import ConfigError, IntegrityError, LockedError, RemoteError, SyncdError
 from .fsutil import read_json
 from .locking import prepare_state_dir, running_pid
+from .remote_state import listing_problems
 from .remotes import open_remote
 from .remotes.base import hash_stream, join
 
@@ -374,21 +375,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if copies.get(e.base) is not e:
                 continue
             stored = {f.path: f for f in remote.list_files(join(cfg.run_name, e.name))}
-            problems = []
-            for mf in e.manifest.files:
-                rf = stored.get(mf.path)
-                if rf is None:
-                    problems.append(f"{mf.path} missing")
-                elif rf.size != mf.size:
-                    problems.append(f"{mf.path} has {rf.size} bytes, manifest says {mf.size}")
-                elif rf.md5 is not None:
-                    if rf.md5 != mf.md5:
-                        problems.append(f"{mf.path} md5 differs")
-                else:
-                    with remote.open_read(join(cfg.run_name, e.name, mf.path)) as fh:
-                        got = hash_stream(fh)
-                    if got.sha256 != mf.sha256 or got.md5 != mf.md5:
-                        problems.append(f"{mf.path} checksum differs")
+            problems, unchecked = listing_problems(e.manifest, stored)
+            for mf in unchecked:  # no server checksum: read the bytes back
+                with remote.open_read(join(cfg.run_name, e.name, mf.path)) as fh:
+                    got = hash_stream(fh)
+                if got.sha256 != mf.sha256 or got.md5 != mf.md5:
+                    problems.append(f"{mf.path} checksum differs")
             checked += 1
             if problems:
                 bad += 1

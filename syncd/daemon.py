@@ -62,6 +62,7 @@ from .remote_state import (
     Snapshot,
     base_name,
     folder_name,
+    listing_problems,
 )
 from .remotes import Remote, open_remote
 from .remotes.base import join
@@ -568,15 +569,7 @@ class Daemon:
             except RemoteError as err:
                 log.warning("%s: could not check its files: %s", e.name, err)
                 continue
-            problems = []
-            for mf in e.manifest.files:
-                rf = stored.get(mf.path)
-                if rf is None:
-                    problems.append(f"{mf.path} is missing")
-                elif rf.size != mf.size:
-                    problems.append(f"{mf.path} has {rf.size} bytes, not {mf.size}")
-                elif rf.md5 is not None and rf.md5 != mf.md5:
-                    problems.append(f"{mf.path} has another md5")
+            problems, _ = listing_problems(e.manifest, stored)
             if problems:
                 message = f"{e.name}: damaged on the remote ({'; '.join(problems[:3])})"
                 if self._damaged.get(e.name) != message:

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 from .checkpoints import FINAL_NAME
 from .errors import IntegrityError, RemoteError
-from .manifest import MANIFEST_NAME, Manifest, parse_manifest
-from .remotes.base import Remote, join
+from .manifest import MANIFEST_NAME, Manifest, ManifestFile, parse_manifest
+from .remotes.base import Remote, RemoteFile, join
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,26 @@ class Snapshot:
 
     def versions(self, base: str) -> list[Entry]:
         return [e for e in self.entries if e.base == base]
+
+
+def listing_problems(manifest: Manifest, stored: dict[str, RemoteFile]) -> tuple[list[str], list[ManifestFile]]:
+    """What a listing of a committed folder shows wrong against its manifest.
+
+    Returns the problems (missing files, wrong sizes, a server md5 that differs) and the
+    files a listing cannot vouch for (no server md5): only reading them back can.
+    """
+    problems, unchecked = [], []
+    for mf in manifest.files:
+        rf = stored.get(mf.path)
+        if rf is None:
+            problems.append(f"{mf.path} is missing")
+        elif rf.size != mf.size:
+            problems.append(f"{mf.path} has {rf.size} bytes, manifest says {mf.size}")
+        elif rf.md5 is None:
+            unchecked.append(mf)
+        elif rf.md5 != mf.md5:
+            problems.append(f"{mf.path} md5 differs")
+    return problems, unchecked
 
 
 def read_manifest(remote: Remote, path: str, key: str | None = None) -> Manifest:

@@ -353,7 +353,7 @@ class Uploader:
         if quota is not None and quota.free_bytes is not None and quota.free_bytes < need:
             raise QuotaError(
                 f"{name} needs {size_text(need)} but the remote has {size_text(quota.free_bytes)} free"
-                f"{f' ({size_text(quota.trash_bytes)} more sits in the trash)' if quota.trash_bytes else ''}; "
+                f"{f'; emptying the trash would free {size_text(quota.trash_bytes)} more' if quota.trash_bytes else ''}; "
                 "free space or lower backup_keep_last")
 
     def _commit(self, target: str, folder: str, manifest: Manifest, run_id: str) -> None:
