@@ -509,6 +509,12 @@ class Daemon:
         self.status.damaged = dict(self._damaged)
         copies = {b: e for b, e in copies.items() if e.name not in self._damaged}
         self.status.committed = sorted(copies)
+        # A commit whose rename is still to come (or that a lagging listing still shows
+        # under its old name) holds its bytes already: never a reason to send them again.
+        for e in snap:
+            if e.partial and e.owner == OURS and e.manifest is not None and (
+                    e.base not in copies or copies[e.base].version < e.version):
+                copies[e.base] = e
         stale = self._stale(copies, local, final)
         self.status.stale = sorted(stale)
         committed = sorted(e.step for name, e in copies.items() if e.step is not None and name not in stale)
@@ -545,7 +551,8 @@ class Daemon:
             if self._current is not None:
                 in_use |= {folder_name(self._current.name, self._current.version, sfx) for sfx in ("", PARTIAL)}
         doomed = policy.remote_deletions(
-            [policy.RemoteView(e.name, e.base, e.step, e.version, e.state, e.owner) for e in snap],
+            [policy.RemoteView(e.name, e.base, e.step, e.version, e.state, e.owner, e.manifest is not None)
+             for e in snap],
             keep=self.cfg.backup_keep_last, in_use=in_use, clean=snap.clean, identity_ok=True)
         deleter = RemoteDeleter(self.remote, self.index)
         for d in doomed:

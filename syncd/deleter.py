@@ -7,10 +7,12 @@ Then, in an order that keeps the proof until the end:
 
     1. un-commit: rename to ``<name>.deleting`` where the remote renames, and delete
        the manifest, so no reader ever takes a half-deleted folder for a backup;
-    2. delete the files, the claim last: a killed prune leaves a folder that still
-       carries our claim, which the next pass finishes;
-    3. remove the folder once it is empty (a file someone else put there stays, and
-       so does the folder).
+    2. delete the files the manifest lists (all files, for an upload that never
+       committed), keeping the claim: a killed prune leaves a folder that still carries
+       our claim, which the next pass finishes;
+    3. remove the folder, claim and all, unless it holds a file syncd did not write
+       (then the folder stays). Listings that lag behind the deletes just made (Drive's
+       do) cannot make a folder look foreign: only names syncd never wrote count.
 
 ``SYNCD_DELETE_AUDIT=<file>`` (tests) wraps every remote in ``AuditedRemote``,
 which appends each delete and each rename of a committed folder to that file,
@@ -85,16 +87,20 @@ class RemoteDeleter:
                 self.remote.delete(join(path, MANIFEST_NAME))
                 self.index.forget(name)
                 crash_point("mid_prune")
-            for f in self.remote.list_files(path):
-                if f.path != CLAIM_NAME:
+            ours = {MANIFEST_NAME, CLAIM_NAME} | {f.path for f in (fresh.manifest.files if fresh.manifest else ())}
+            listed = self.remote.list_files(path)
+            if fresh.manifest is None:
+                ours |= {f.path for f in listed}  # claimed and never (or no longer) committed: all ours
+            for f in listed:
+                if f.path in ours and f.path != CLAIM_NAME:
                     self.remote.delete(join(path, f.path))
-            self.remote.delete(join(path, CLAIM_NAME))
-            left = self.remote.list_files(path)
+            # A listing may lag behind the deletes just made: only files we never wrote count.
+            left = [f for f in self.remote.list_files(path) if f.path not in ours]
             if left:
                 log.warning("%s: kept, because it holds files syncd did not write: %s", name,
                             ", ".join(f.path for f in left[:3]))
                 return False
-            self.remote.delete(path)
+            self.remote.delete(path)  # the claim goes last, with the folder
         log.info("%s: remote copy %s", name, deletion.reason)
         return True
 

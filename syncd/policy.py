@@ -83,6 +83,7 @@ class RemoteView:
     version: int
     state: str
     owner: str
+    has_manifest: bool = False  # an in-flight folder whose manifest is written: only its rename is left
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,8 @@ def remote_deletions(
             elif e.step is not None and e.step not in kept_steps:
                 out.append(Deletion(e.name, "pruned (beyond backup_keep_last)"))
         elif e.state in (IN_FLIGHT, UNCOMMITTED):
-            if e.state == IN_FLIGHT and copy is not None and copy.version < e.version:
-                continue  # possibly a commit whose rename was lost: finished, not deleted
+            if e.state == IN_FLIGHT and e.has_manifest and (copy is None or copy.version < e.version):
+                continue  # a commit whose rename was lost: finished, not deleted
             out.append(Deletion(e.name, "removed (an upload of ours that is no longer wanted)"))
         elif e.state in (BEING_DELETED, LEFTOVER):
             out.append(Deletion(e.name, "removed (finishing an interrupted step)"))

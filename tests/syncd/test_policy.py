@@ -140,9 +140,10 @@ def test_invariants_hold_over_any_history(history, keep_local, keep_remote):
 _SUFFIX = {IN_FLIGHT: ".partial", BEING_DELETED: ".deleting", LEFTOVER: ".old"}
 
 
-def R(step, state=COMMITTED, owner=OURS, version=1):
+def R(step, state=COMMITTED, owner=OURS, version=1, manifest=None):
     base = f"checkpoint-{step}" if step is not None else "final"
-    return policy.RemoteView(folder_name(base, version, _SUFFIX.get(state, "")), base, step, version, state, owner)
+    return policy.RemoteView(folder_name(base, version, _SUFFIX.get(state, "")), base, step, version, state, owner,
+                             state == COMMITTED if manifest is None else manifest)
 
 
 def names(deletions):
@@ -157,14 +158,16 @@ def names(deletions):
         ([R(1, owner=LEGACY), R(2), R(3)], 1, (), ["checkpoint-2"]),  # made before run ids: never
         ([R(1, INVALID), R(2), R(3)], 1, (), ["checkpoint-2"]),  # a manifest that does not verify: never
         ([R(4), R(4, version=2)], 3, (), ["checkpoint-4"]),  # superseded by a newer version of the step
-        ([R(4, version=2), R(4, IN_FLIGHT, version=3)], 3, (), []),  # maybe a lost rename: finished, not deleted
+        ([R(4, version=2), R(4, IN_FLIGHT, version=3, manifest=True)], 3, (), []),  # a lost rename: finished
+        ([R(4), R(4, IN_FLIGHT, version=2)], 3, (), ["checkpoint-4.v2.partial"]),  # an abandoned new version
         ([R(5, IN_FLIGHT), R(6)], 3, (), ["checkpoint-5.partial"]),  # our abandoned upload
         ([R(5, IN_FLIGHT), R(6)], 3, ("checkpoint-5.partial",), []),  # still being written
         ([R(5, UNCOMMITTED, FOREIGN), R(6, IN_FLIGHT, FOREIGN)], 1, (), []),  # a user's folders
         ([R(2, BEING_DELETED), R(3, LEFTOVER, FOREIGN)], 1, (), ["checkpoint-2.deleting"]),
         ([R(None), R(None, version=2), R(1)], 1, (), ["final"]),
     ],
-    ids=["retention", "foreign", "legacy", "invalid", "superseded", "lost-rename", "abandoned", "in-use",
+    ids=["retention", "foreign", "legacy", "invalid", "superseded", "lost-rename", "abandoned-version", "abandoned",
+         "in-use",
          "users-folders", "finish-prune", "final-versions"],
 )
 def test_remote_deletions(entries, keep, in_use, expected):
@@ -184,6 +187,7 @@ _remote_entry = st.builds(
     st.sampled_from([COMMITTED, UNCOMMITTED, INVALID, IN_FLIGHT, BEING_DELETED, LEFTOVER]),
     st.sampled_from([OURS, FOREIGN, LEGACY, UNREADABLE]),
     st.integers(1, 3),
+    st.booleans(),
 )
 
 
