@@ -244,6 +244,8 @@ def _gather(cfg: SyncConfig) -> dict:
 def _remote_state_text(e) -> str:
     if e.owner == "unreadable":
         return "unreadable"
+    if e.error and not e.suffix:
+        return "unverified"
     if e.owner == "foreign":
         return "foreign (another run's)" if e.manifest is not None else (
             "unverified" if e.error else "foreign")

@@ -535,3 +535,53 @@ def test_restore_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
             plan_resume("auto", cfg_of(tmp_path, output_dir=str(small / "out2")))
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+# -- real processes for the rest: `syncd run` in the background, the files changed under it -----
+
+def test_real_daemon_keeps_unverifiable_commits_and_every_checkpoint_with_null_limit(tmp_path, procs):
+    out = tmp_path / "out"
+    run = tmp_path / "remote" / "run"
+    for step in (1, 2):
+        ckpt(out, step)
+    cfg = write_config(tmp_path / "cfg.json", **BASE)
+    daemon = procs.syncd_run(cfg, cwd=tmp_path)
+    assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
+    daemon.kill()
+    daemon.wait(10)
+    # Restarted with a manifest key over unsigned commits, keeping one copy and every local checkpoint.
+    keyed = write_config(tmp_path / "keyed.json", **{**BASE, "syncd_manifest_key": "k", "backup_keep_last": 1,
+                                                      "save_total_limit": None})
+    for step in range(3, 9):
+        ckpt(out, step)
+    procs.syncd_run(keyed, cwd=tmp_path)
+    assert syncd("wait", str(keyed), "--timeout", "60", cwd=tmp_path).returncode == 0
+    status = json.loads(syncd("status", str(keyed), "--json", cwd=tmp_path).stdout)
+    rows = {r["name"]: r["remote"] for r in status["checkpoints"]}
+    assert rows["checkpoint-1"] == rows["checkpoint-2"] == "unverified"
+    assert (run / "checkpoint-1" / "model.safetensors").is_file() and (run / "checkpoint-2" / "model.safetensors").is_file()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{s}" for s in range(1, 9)]
+
+
+def test_real_daemon_never_commits_a_file_rewritten_while_it_is_sent(tmp_path, procs):
+    out = tmp_path / "out"
+    size = 12 * 1024 * 1024  # three 4 MiB reads, each followed by a 2 s wait at 2 MB/s
+    ckpt(out, 3, size=size)
+    cfg = write_config(tmp_path / "cfg.json", **{**BASE, "syncd_bwlimit_mbps": 2.0, "syncd_upload_workers": 1})
+    procs.syncd_run(cfg, cwd=tmp_path)
+    status_file = out / ".syncd" / "status.json"
+
+    def sending() -> bool:
+        current = json.loads(status_file.read_text()).get("current") or {}
+        return current.get("name") == "checkpoint-3" and 0 < current.get("bytes_done", 0) < size
+
+    wait_for(sending, 60, what="the upload under way")
+    target = out / "checkpoint-3" / "model.safetensors"
+    st = os.stat(target)
+    new = random.Random(5).randbytes(size)
+    with open(target, "r+b") as fh:  # in place: same inode, same size, old mtime put back
+        fh.write(new)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert syncd("wait", str(cfg), "--timeout", "90", cwd=tmp_path).returncode == 0
+    committed_copy = tmp_path / "remote" / "run" / committed(tmp_path / "remote" / "run")[-1] / "model.safetensors"
+    assert committed_copy.read_bytes() == new
