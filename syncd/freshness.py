@@ -73,7 +73,7 @@ def same_as_committed(state_dir: Path, name: str, root: Path, files: Iterable[Lo
         return False
     stamps = _stamps(root, [f.path for f in manifest.files])
     if stamps is None:
-        return False
+        return True  # deleted under us (the trainer's rotation): nothing left to send again
     rec = read_json(_record_path(state_dir, name), default=None)
     if isinstance(rec, dict) and rec.get("folder") == folder and rec.get("files") == stamps:
         return True
@@ -83,6 +83,6 @@ def same_as_committed(state_dir: Path, name: str, root: Path, files: Iterable[Lo
                 if sha256_stream(fh)[1] != mf.sha256:
                     return False
         except OSError:
-            return False
+            return True  # deleted while we read it, or unreadable: nothing we could send again
     _write(state_dir, name, {"folder": folder, "files": stamps})
     return True
