@@ -366,8 +366,12 @@ class Daemon:
                 self._pass()
             except SyncdError as e:
                 self._error(str(e))
-            except Exception:
+            except OSError as e:  # a local folder that cannot be read or written, say
+                self._error(f"the pass failed: {e}")
+            except Exception as e:  # noqa: BLE001 - a bug must show in status, not only in the log
                 log.exception("bug in the reconcile pass")
+                self.status.failures += 1
+                self._error(f"bug in the reconcile pass: {type(e).__name__}: {e}")
             finally:
                 self._write_status(force=True)
 
