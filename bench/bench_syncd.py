@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from benchlib import write_random  # noqa: E402
 
-from syncd.checkpoints import inspect_checkpoint, write_checkpoint_marker  # noqa: E402
 from syncd import identity  # noqa: E402
+from syncd.checkpoints import inspect_checkpoint, write_checkpoint_marker  # noqa: E402
 from syncd.remote_state import RemoteIndex  # noqa: E402
 from syncd.remotes.local import LocalRemote  # noqa: E402
 from syncd.stage import stage  # noqa: E402
