@@ -82,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_signal(signum, _frame):
         stop["signal"] = signum
-        daemon._stopping.set()
+        daemon.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

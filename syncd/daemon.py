@@ -303,6 +303,10 @@ class Daemon:
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopping.wait(timeout)
 
+    def request_stop(self) -> None:
+        """Ask the daemon to stop (safe from a signal handler); ``stop()`` does the work."""
+        self._stopping.set()
+
     # -- signals from the watcher -----------------------------------------
     def poke(self, delay: float = POKE_DELAY_SECONDS) -> None:
         """Ask for a pass in ``delay`` seconds; a burst of calls yields one pass.

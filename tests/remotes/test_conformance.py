@@ -74,10 +74,15 @@ def test_delete_is_idempotent_for_files_and_folders(remote, tmp_path):
     assert remote.stat("run/keep") is None
 
 
+def test_a_capability_is_declared_exactly_when_its_method_exists(remote):
+    # Callers read the record, never probe for methods: the two must agree.
+    assert remote.capabilities.rename == callable(getattr(remote, "rename_dir", None))
+    assert remote.capabilities.quota == callable(getattr(remote, "quota", None))
+
+
 def test_rename_moves_a_folder_when_declared(remote, tmp_path):
     if not remote.capabilities.rename:
-        assert not hasattr(remote, "rename_dir") or remote.capabilities.rename is False
-        return
+        pytest.skip("this backend declares no rename; the capability test above holds it to that")
     src = _file(tmp_path, "f", b"abc")
     remote.put_file(src, "run/c.partial/a")
     remote.put_file(src, "run/c.partial/d/b")
@@ -86,10 +91,29 @@ def test_rename_moves_a_folder_when_declared(remote, tmp_path):
     assert [f.path for f in remote.list_files("run/c")] == ["a", "d/b"]
 
 
-def test_quota_when_declared(remote):
-    if remote.capabilities.quota:
-        q = remote.quota()
-        assert q is not None and q.used_bytes >= 0
+def test_rename_onto_an_existing_folder_fails_and_changes_nothing(remote, tmp_path):
+    # base.py promises it: a commit must never merge into, or replace, a folder that exists.
+    if not remote.capabilities.rename:
+        pytest.skip("this backend declares no rename")
+    remote.put_file(_file(tmp_path, "new", b"new"), "run/c.partial/a")
+    remote.put_file(_file(tmp_path, "old", b"old!"), "run/c/a")
+    with pytest.raises(RemoteError):
+        remote.rename_dir("run/c.partial", "run/c")
+    assert sorted(remote.list_dirs("run")) == ["c", "c.partial"]
+    with remote.open_read("run/c/a") as fh:
+        assert fh.read() == b"old!"
+    with remote.open_read("run/c.partial/a") as fh:
+        assert fh.read() == b"new"
+
+
+def test_quota_when_declared_adds_up(remote):
+    if not remote.capabilities.quota:
+        pytest.skip("this backend declares no quota")
+    q = remote.quota()
+    assert q is not None and q.used_bytes >= 0 and q.trash_bytes >= 0
+    if q.limit_bytes is not None:
+        assert q.used_bytes <= q.limit_bytes
+        assert q.free_bytes == q.limit_bytes - q.used_bytes
 
 
 def test_missing_source_is_an_error_not_a_crash(remote, tmp_path):
