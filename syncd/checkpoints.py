@@ -38,6 +38,9 @@ FINAL_MARKER = "training-complete.json"
 INCOMPLETE_SENTINEL = "checkpoint-is-incomplete.txt"
 TRAINER_STATE = "trainer_state.json"
 FINAL_NAME = "final"
+# Growing files that sit beside a final model saved without our marker and are not part of it.
+_NOT_MODEL_SUFFIXES = (".log", ".out", ".err", ".jsonl", ".pid", ".lock", ".tmp")
+_NOT_MODEL_NAMES = ("nohup.out",)
 # Files whose presence makes the root of output_dir a saved model.
 _FINAL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
@@ -168,6 +171,9 @@ def inspect_final(output_dir: Path, settle_seconds: float, now: float | None = N
                                "marker" if ok else "marker does not match the files", chosen)
     if "config.json" not in names or not names.intersection(_FINAL_WEIGHTS):
         return None
+    # Without a marker, the model is what save_model writes: not the logs that scripts
+    # (and `syncd run > out/syncd.log`) keep appending to beside it.
+    files = tuple(f for f in files if not f.path.endswith(_NOT_MODEL_SUFFIXES) and f.path not in _NOT_MODEL_NAMES)
     settled = now - max(f.mtime for f in files) >= settle_seconds
     return LocalCheckpoint(FINAL_NAME, -1, output_dir, settled, "settled" if settled else "settling", files)
 

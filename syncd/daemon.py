@@ -164,6 +164,8 @@ class Daemon:
         self._job_cancel = threading.Event()
         self._announced: set[str] = set()
         self.run_id: str | None = None
+        self.writer: str | None = None  # this output folder's writer id (identity.py)
+        self._writing = False  # this daemon has recorded itself as the run's writer
         self._blocked: dict[str, tuple] = {}  # name -> files when a local read failed
         self._announced_links: set[str] = set()
         self._damaged: dict[str, str] = {}  # committed folder -> what is wrong with it
@@ -420,7 +422,10 @@ class Daemon:
                                      now=mono, stale_seconds=self.cfg.stale_seconds, protect=protect)
         for step in retire:
             self._retire_local(by_step[step])
-        self._gc_staging()
+        if plan is not None:
+            # Only a pass that knows what the remote holds may drop staged copies: one whose
+            # local folder is gone may be the last copy anywhere.
+            self._gc_staging()
 
         # Checkpoints without a marker become complete by quiet time alone: look again then.
         settling = [self._settle_due[c.name] for c in local + ([final] if final else [])
@@ -559,7 +564,8 @@ class Daemon:
             if self._current is not None:
                 in_use |= {folder_name(self._current.name, self._current.version, sfx) for sfx in ("", PARTIAL)}
         doomed = policy.remote_deletions(
-            [policy.RemoteView(e.name, e.base, e.step, e.version, e.state, e.owner, e.manifest is not None)
+            [policy.RemoteView(e.name, e.base, e.step, e.version, e.state, e.owner,
+                               e.manifest is not None or e.error is not None)
              for e in snap],
             keep=self.cfg.backup_keep_last, in_use=in_use, clean=snap.clean, identity_ok=True)
         deleter = RemoteDeleter(self.remote, self.index)
@@ -569,7 +575,8 @@ class Daemon:
             except RemoteError as err:
                 self._error(f"{d.name}: remote delete failed: {err}", base_name(d.name))
         self._update_lag(local, committed, now, mono)
-        return plan
+        # After a failed read, nothing local goes either: not a retired checkpoint's staged copy.
+        return plan if snap.clean else None
 
     def _check_copies(self, copies: dict[str, Entry]) -> None:
         """Sizes (and the server's md5 where it has one) of every committed copy against its manifest.
@@ -612,15 +619,38 @@ class Daemon:
             self.status.identity = "unknown: the remote run record could not be read"
             return False
         if self.run_id is not None and record == self.run_id:
-            return True
+            if snap.record_writer == self.writer:
+                return True
+            if self._writing:
+                # Restored and resumed elsewhere while this machine lived on: that one writes now.
+                message = (f"displaced: another output folder (writer {identity.short(snap.record_writer)}) now "
+                           f"writes run {identity.short(self.run_id)}; this daemon no longer uploads or deletes "
+                           "(restart it to take the run back)")
+                if self.status.identity != message:
+                    log.error("%s", message)
+                self.status.identity = message
+                self.status.errors["run"] = message
+                self.status.last_error = message
+                return False
         decision = identity.decide(read_local_record(self.state_dir), record,
                                    has_local_checkpoints=bool(local), output_dir=self.out,
                                    remote_run=f"{self.cfg.remote_url}/{self.cfg.run_name}")
         if decision.action == identity.CLAIM:
             assert decision.run_id is not None
-            identity.write_remote_record(self.remote, self.cfg.run_name, decision.run_id)
+            self.writer = identity.local_writer(self.state_dir)
+            identity.write_remote_record(self.remote, self.cfg.run_name, decision.run_id, self.writer)
+            self._writing = True
             log.info("run %s: recorded in the remote run folder", identity.short(decision.run_id))
             decision = identity.Decision(identity.OK, decision.run_id)
+        if decision.action == identity.OK and not self._writing:
+            # Starting to mirror: this output folder becomes the run's one writer.
+            self.writer = identity.local_writer(self.state_dir)
+            if snap.record_writer != self.writer:
+                identity.write_remote_record(self.remote, self.cfg.run_name, decision.run_id, self.writer)
+                if snap.record_writer is not None:
+                    log.warning("run %s: this output folder takes over from writer %s",
+                                identity.short(decision.run_id), identity.short(snap.record_writer))
+            self._writing = True
         if decision.action == identity.OK:
             if self.run_id != decision.run_id:
                 log.info("mirroring as run %s", identity.short(decision.run_id))
@@ -654,8 +684,10 @@ class Daemon:
             raise RemoteError(f"another run ({identity.short(current)}) took {self.cfg.run_name} on the remote "
                               "meanwhile; set another run_name")
         run_id = identity.new_run_id()
-        identity.write_remote_record(self.remote, self.cfg.run_name, run_id)
         identity.write_local_record(self.state_dir, run_id, self.cfg.run_name, self.cfg.remote_url)
+        self.writer = identity.local_writer(self.state_dir)
+        identity.write_remote_record(self.remote, self.cfg.run_name, run_id, self.writer)
+        self._writing = True
         log.info("new run %s for %s", identity.short(run_id), self.cfg.run_name)
         self.run_id = run_id
         self.index.run_id = run_id
@@ -807,7 +839,8 @@ class Daemon:
                 self.status.current = {"name": job.name, "bytes_done": 0, "bytes_total": total}
             assert self.uploader is not None
             try:
-                manifest = self.uploader.upload(job, cancel, self._ensure_run_id())
+                run_id = self._ensure_run_id()
+                manifest = self.uploader.upload(job, cancel, run_id, self.writer)
             except Cancelled:
                 failures = 0
             except QuotaError as e:

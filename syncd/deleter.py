@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,12 +34,22 @@ from .errors import RemoteError
 from .faults import crash_point
 from .manifest import MANIFEST_NAME
 from .policy import Deletion
-from .remote_state import CLAIM_NAME, DELETING, OURS, PARTIAL, RemoteIndex, Snapshot, parse_folder
+from .remote_state import (
+    CLAIM_NAME,
+    DELETING,
+    IN_FLIGHT,
+    OURS,
+    PARTIAL,
+    UNCOMMITTED,
+    RemoteIndex,
+    Snapshot,
+    parse_folder,
+)
 from .remotes.base import Remote, join
 
 log = logging.getLogger("syncd")
 
-_permits: set[str] = set()
+_permits: Counter[str] = Counter()  # counted: two deleters may permit one path at once
 _permits_lock = threading.Lock()
 
 
@@ -46,13 +57,15 @@ _permits_lock = threading.Lock()
 def permitted(*paths: str) -> Iterator[None]:
     """Allow deletes at or below ``paths`` for the duration (seen by AuditedRemote)."""
     with _permits_lock:
-        added = [p for p in paths if p not in _permits]
-        _permits.update(added)
+        _permits.update(paths)
     try:
         yield
     finally:
         with _permits_lock:
-            _permits.difference_update(added)
+            _permits.subtract(paths)
+            for p in paths:
+                if _permits[p] <= 0:
+                    del _permits[p]
 
 
 def is_permitted(path: str) -> bool:
@@ -77,6 +90,11 @@ class RemoteDeleter:
         fresh = self.index._read_entry(name, parsed, Snapshot(run_id=run_id))
         if fresh.owner != OURS:
             log.warning("%s: not deleted: it is no longer provably this run's (%s)", name, fresh.owner)
+            return False
+        if fresh.state != deletion.state or (fresh.state in (IN_FLIGHT, UNCOMMITTED) and (
+                fresh.manifest is not None or fresh.error is not None)):
+            # A listing that lagged showed an upload as abandoned that has committed since.
+            log.info("%s: not deleted: it is %s now, not %s as planned", name, fresh.state, deletion.state)
             return False
         path = join(self.run, name)
         with permitted(path, path + DELETING):

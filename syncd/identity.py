@@ -1,7 +1,7 @@
 """Which run owns a remote run folder, and which run an output folder belongs to.
 
-    <remote>/<run>/syncd-run.json   {"format": 1, "run_id": "<hex>", "run": "<run_name>", "created": ..}
-    output_dir/.syncd/run.json       {"format": 1, "run_id": "<hex>", "run": .., "remote": .., "created": ..}
+    <remote>/<run>/syncd-run.json   {"format": 1, "run_id": "<hex>", "writer": "<hex>", "run": .., "created": ..}
+    output_dir/.syncd/run.json       {"format": 1, "run_id": "<hex>", "writer": "<hex>", "run": .., "remote": ..}
 
 A run id is made when a run first uploads, written to the remote run folder first
 and to the output folder second; every claim and manifest the run writes carries
@@ -10,6 +10,12 @@ trainer's auto-resume) continues as the same run. One writer per remote run: a
 daemon whose output folder holds another run's checkpoints is refused, and one that
 finds the remote already owned while its output folder has nothing yet waits for a
 restore to adopt the run.
+
+One writer at a time: each output folder that holds the run has its own writer id
+(made with its record, anew by every restore). A daemon records its writer in the
+remote record when it starts mirroring; one that then finds another writer there was
+displaced (the run was restored and resumed elsewhere while this machine lived on)
+and stops uploading and deleting, saying so, instead of fighting over the folder.
 """
 
 from __future__ import annotations
@@ -50,9 +56,22 @@ def read_local_record(state_dir: Path) -> str | None:
     return run_id if isinstance(run_id, str) and run_id else None
 
 
+def local_writer(state_dir: Path) -> str | None:
+    """This output folder's writer id (made with its record); None without a record."""
+    doc = read_json(Path(state_dir) / LOCAL_RECORD, default=None)
+    if not isinstance(doc, dict) or not isinstance(doc.get("run_id"), str):
+        return None
+    writer = doc.get("writer")
+    if not isinstance(writer, str) or not writer:
+        writer = new_run_id()
+        atomic_write_json(Path(state_dir) / LOCAL_RECORD, {**doc, "writer": writer})
+    return writer
+
+
 def write_local_record(state_dir: Path, run_id: str, run: str, remote_url: str | None) -> None:
     atomic_write_json(Path(state_dir) / LOCAL_RECORD,
-                      {"format": 1, "run_id": run_id, "run": run, "remote": remote_url, "created": _now()})
+                      {"format": 1, "run_id": run_id, "writer": new_run_id(), "run": run, "remote": remote_url,
+                       "created": _now()})
 
 
 def read_remote_record(remote: Remote, run: str) -> str | None:
@@ -61,10 +80,15 @@ def read_remote_record(remote: Remote, run: str) -> str | None:
     RemoteError when it could not be read; IntegrityError when it is not a record
     (then nobody may assume the folder is theirs).
     """
+    return read_remote_owner(remote, run)[0]
+
+
+def read_remote_owner(remote: Remote, run: str) -> tuple[str | None, str | None]:
+    """(run id, writer id) of the remote run record; (None, None) when there is none."""
     path = join(run, RUN_RECORD)
     st = remote.stat(path)
     if st is None:
-        return None
+        return None, None
     if st.size > MAX_RECORD_BYTES:
         raise IntegrityError(f"{path} is implausibly large ({st.size} bytes)")
     with remote.open_read(path) as fh:
@@ -76,11 +100,12 @@ def read_remote_record(remote: Remote, run: str) -> str | None:
     run_id = doc.get("run_id") if isinstance(doc, dict) else None
     if not isinstance(run_id, str) or not run_id:
         raise IntegrityError(f"{path} is not a syncd run record (no run_id)")
-    return run_id
+    writer = doc.get("writer")
+    return run_id, writer if isinstance(writer, str) and writer else None
 
 
-def write_remote_record(remote: Remote, run: str, run_id: str) -> None:
-    doc = {"format": 1, "run_id": run_id, "run": run, "created": _now()}
+def write_remote_record(remote: Remote, run: str, run_id: str, writer: str | None = None) -> None:
+    doc = {"format": 1, "run_id": run_id, "writer": writer, "run": run, "created": _now()}
     remote.write_bytes(join(run, RUN_RECORD), (json.dumps(doc, indent=1) + "\n").encode())
 
 

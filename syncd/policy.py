@@ -83,13 +83,14 @@ class RemoteView:
     version: int
     state: str
     owner: str
-    has_manifest: bool = False  # an in-flight folder whose manifest is written: only its rename is left
+    has_manifest: bool = False  # a manifest file is there, valid or not
 
 
 @dataclass(frozen=True)
 class Deletion:
     name: str
     reason: str
+    state: str = COMMITTED  # the state the plan saw: the deleter acts only if it still holds
 
 
 def remote_deletions(
@@ -121,15 +122,17 @@ def remote_deletions(
         copy = copies.get(e.base)
         if e.state == COMMITTED:
             if e.version < copy.version:
-                out.append(Deletion(e.name, f"superseded by {copy.name}"))
+                out.append(Deletion(e.name, f"superseded by {copy.name}", e.state))
             elif e.step is not None and e.step not in kept_steps:
-                out.append(Deletion(e.name, "pruned (beyond backup_keep_last)"))
+                out.append(Deletion(e.name, "pruned (beyond backup_keep_last)", e.state))
         elif e.state in (IN_FLIGHT, UNCOMMITTED):
             if e.state == IN_FLIGHT and e.has_manifest and (copy is None or copy.version < e.version):
                 continue  # a commit whose rename was lost: finished, not deleted
-            out.append(Deletion(e.name, "removed (an upload of ours that is no longer wanted)"))
+            if e.has_manifest:
+                continue  # a manifest is there (maybe one we cannot verify now): never "abandoned"
+            out.append(Deletion(e.name, "removed (an upload of ours that is no longer wanted)", e.state))
         elif e.state in (BEING_DELETED, LEFTOVER):
-            out.append(Deletion(e.name, "removed (finishing an interrupted step)"))
+            out.append(Deletion(e.name, "removed (finishing an interrupted step)", e.state))
     return out
 
 

@@ -150,6 +150,7 @@ class Snapshot:
     entries: list[Entry] = field(default_factory=list)
     run_id: str | None = None  # the id the scan attributed by (ours, or the remote's record)
     record_run_id: str | None = None  # what the remote's syncd-run.json says
+    record_writer: str | None = None  # and which output folder writes the run now
     io_errors: list[str] = field(default_factory=list)  # reads that failed: evidence of nothing
 
     def __iter__(self) -> Iterator[Entry]:
@@ -259,11 +260,11 @@ class RemoteIndex:
 
     def scan(self) -> Snapshot:
         """Read the run folder; a listing that fails raises RemoteError (nothing is known)."""
-        from .identity import read_remote_record
+        from .identity import read_remote_owner
 
         snap = Snapshot()
         try:
-            snap.record_run_id = read_remote_record(self.remote, self.run)
+            snap.record_run_id, snap.record_writer = read_remote_owner(self.remote, self.run)
         except RemoteError as e:
             snap.io_errors.append(f"run record: {e}")
         except IntegrityError as e:

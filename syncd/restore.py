@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from . import freshness, identity
-from .checkpoints import MARKER, walk_files, write_checkpoint_marker
+from .checkpoints import MARKER, scan_local, walk_files, write_checkpoint_marker
 from .errors import ConfigError, IntegrityError, NothingToRestore, RemoteError, SyncdError
 from .fsutil import atomic_write_json, fsync_dir, read_json
 from .manifest import MANIFEST_NAME, Manifest
@@ -135,6 +135,18 @@ def _check_space(dest_root: Path, need: int) -> None:
                          "nothing was changed")
 
 
+def _refuse_if_newer_unreadable(snap, copies: list[Entry], step: int | None, remote: Remote, run: str) -> None:
+    """A step that could not be read may be the newest (or the asked-for) commit: no guessing."""
+    if any(err.startswith("run record") for err in snap.io_errors):
+        raise RemoteError(f"could not read the run record of {run} on {remote.url}: {snap.io_errors[0]}")
+    newest = copies[0].step if copies else None
+    unreadable = [e for e in snap if e.owner == "unreadable" and not e.is_final and e.step is not None
+                  and (step is None and (newest is None or e.step >= newest) or e.step == step)]
+    if unreadable:
+        raise RemoteError(f"could not read {unreadable[0].name} on {remote.url} ({unreadable[0].error}); "
+                          "not restoring an older step in its place")
+
+
 def _claim_folder(dest_root: Path, run_id: str | None, run: str, url: str) -> None:
     """Carry the run id into the restore folder; one that belongs to another run is refused."""
     if run_id is None:
@@ -145,6 +157,11 @@ def _claim_folder(dest_root: Path, run_id: str | None, run: str, url: str) -> No
         raise ConfigError(f"{dest_root} belongs to run {identity.short(have)}, not to run {identity.short(run_id)} "
                           f"of {url}: restore into another folder")
     if have is None:
+        # Checkpoints of some other training there would be mirrored as this run's: refuse.
+        theirs = [c.name for c in scan_local(dest_root, 0.0) if c.complete]
+        if theirs:
+            raise ConfigError(f"{dest_root} holds checkpoints that are not from run {identity.short(run_id)} "
+                              f"({', '.join(theirs[:3])}): restore into an empty folder")
         identity.write_local_record(state_dir, run_id, run, url)
 
 
@@ -177,7 +194,6 @@ def restore(
     if dest_root.exists() and not dest_root.is_dir():
         raise ConfigError(f"restore target {dest_root} is not a folder")
     failures: list[str] = []
-    transient: list[str] = []
     tried: set[str] = set()
     for _ in range(RESCANS):
         snap = RemoteIndex(remote, run, key).scan()
@@ -186,6 +202,7 @@ def restore(
         if step is not None:
             copies = [e for e in copies if e.step == step]
         copies = [e for e in copies if e.name not in tried]
+        _refuse_if_newer_unreadable(snap, copies, step, remote, run)
         if not copies:
             break
         vanished = False
@@ -203,24 +220,24 @@ def restore(
                     log.warning("%s was removed from the remote while it was restored; looking again", entry.name)
                     vanished = True
                     break
-                (transient if type(e) is RemoteError else failures).append(f"{entry.name}: {e}")
+                if type(e) is RemoteError:  # a failed read: older steps are no answer to it
+                    raise RemoteError(f"could not read {entry.name} from {remote.url}: {e}") from None
+                failures.append(f"{entry.name}: {e}")
                 if step is not None:
                     raise
-                log.warning("%s %s (%s); falling back to the next older checkpoint", entry.name,
-                            "could not be read" if type(e) is RemoteError else "failed verification", e)
+                log.warning("%s failed verification (%s); falling back to the next older checkpoint", entry.name, e)
                 continue
-            if failures or transient:
+            if failures:
                 log.warning("restored %s instead of the newer %s", entry.name,
-                            ", ".join(f.split(":")[0] for f in failures + transient))
+                            ", ".join(f.split(":")[0] for f in failures))
             _pin(dest_root, entry, path)
             log.info("restored %s into %s", entry.name, path)
             return path
         if not vanished:
             break
     what = f"checkpoint-{step}" if step is not None else "checkpoint"
-    if snap.io_errors or transient:
-        raise RemoteError(f"could not read the remote {remote.url} for run {run}: "
-                          + "; ".join((snap.io_errors + transient)[:3]))
+    if snap.io_errors:
+        raise RemoteError(f"could not read the remote {remote.url} for run {run}: " + "; ".join(snap.io_errors[:3]))
     if failures:
         raise IntegrityError(f"no committed {what} of run {run} verified: {'; '.join(failures)}")
     foreign = [e for e in snap if e.committed and e.owner == "foreign"]

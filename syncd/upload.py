@@ -43,7 +43,7 @@ from .checkpoints import LocalFile, walk_files
 from .errors import Cancelled, IntegrityError, QuotaError, RemoteError, SourceChanged
 from .faults import crash_point
 from .fsutil import atomic_write_bytes
-from .identity import read_remote_record, short
+from .identity import read_remote_owner, short
 from .manifest import MANIFEST_NAME, Manifest, build_manifest
 from .remote_state import (
     CLAIM_NAME,
@@ -69,6 +69,11 @@ class UploadJob:
     @property
     def target(self) -> str:
         return folder_name(self.name, self.version)
+
+
+def _sha256_of(path: Path) -> str:
+    with open(path, "rb", buffering=0) as fh:
+        return sha256_stream(fh)[1]
 
 
 def size_text(n: int) -> str:
@@ -237,7 +242,7 @@ class Uploader:
             return f"read back {size} bytes, sent {digest.size}"
         return None if sha == digest.sha256 else f"remote sha256 {sha} != sent {digest.sha256}"
 
-    def upload(self, job: UploadJob, cancel: threading.Event, run_id: str) -> Manifest:
+    def upload(self, job: UploadJob, cancel: threading.Event, run_id: str, writer: str | None = None) -> Manifest:
         """Send what is missing, verify it, commit.
 
         Raises RemoteError, IntegrityError, SourceChanged (start again once the files
@@ -246,7 +251,7 @@ class Uploader:
         rename = self.remote.capabilities.rename
         target = join(self.run, job.target)
         folder = target + PARTIAL if rename else target
-        done_already = self._committed_here(target, run_id)
+        done_already = self._committed_here(target, run_id, job)
         if done_already is not None:
             return done_already  # a stale queue asked twice, or a kill after the commit
         files = walk_files(job.staged)
@@ -311,7 +316,7 @@ class Uploader:
             raise
         dt = max(time.monotonic() - t0, 1e-6)
         manifest = build_manifest(self.run, job.name, job.step, done.items(), run_id)
-        self._commit(target, folder, manifest, run_id)
+        self._commit(target, folder, manifest, run_id, writer)
         self.drop_state(job.name)
         log.info(
             "%s: committed %d files as %s, %.1f MB (%.1f MB sent at %.1f MB/s)",
@@ -319,8 +324,12 @@ class Uploader:
         )
         return manifest
 
-    def _committed_here(self, target: str, run_id: str) -> Manifest | None:
-        """The manifest at ``target`` when it is already this run's commit."""
+    def _committed_here(self, target: str, run_id: str, job: UploadJob) -> Manifest | None:
+        """The manifest at ``target`` when it is already this run's commit of the job's bytes.
+
+        Another commit there (the step saved again while a pass planned this version)
+        is an IntegrityError: the next pass plans the next version.
+        """
         if self.remote.stat(join(target, MANIFEST_NAME)) is None:
             return None
         try:
@@ -330,6 +339,10 @@ class Uploader:
                 from None
         if manifest.run_id != run_id:
             raise IntegrityError(f"{target} already holds another run's commit; not writing into it")
+        staged = {f.path: f.size for f in walk_files(job.staged)}
+        if staged != {f.path: f.size for f in manifest.files} or any(
+                _sha256_of(job.staged / f.path) != f.sha256 for f in manifest.files):
+            raise IntegrityError(f"{target} is already committed with other bytes; the next version will hold these")
         return manifest
 
     def _claim(self, job: UploadJob, folder: str, run_id: str) -> None:
@@ -356,15 +369,19 @@ class Uploader:
                 f"{f'; emptying the trash would free {size_text(quota.trash_bytes)} more' if quota.trash_bytes else ''}; "
                 "free space or lower backup_keep_last")
 
-    def _commit(self, target: str, folder: str, manifest: Manifest, run_id: str) -> None:
-        # One writer per remote run: a commit never lands in a run folder another run took.
+    def _commit(self, target: str, folder: str, manifest: Manifest, run_id: str, writer: str | None) -> None:
+        # One writer per remote run: a commit never lands in a run folder another run (or
+        # another output folder of this run) took meanwhile.
         try:
-            owner = read_remote_record(self.remote, self.run)
+            owner, current = read_remote_owner(self.remote, self.run)
         except IntegrityError as e:
             raise RemoteError(f"cannot commit: {e}") from None
         if owner != run_id:
             raise RemoteError(f"cannot commit {manifest.name}: the remote run folder now belongs to run "
                               f"{short(owner)}, not this run ({short(run_id)})")
+        if writer is not None and current != writer:
+            raise RemoteError(f"cannot commit {manifest.name}: another output folder (writer {short(current)}) "
+                              "writes this run now")
         path = join(folder, MANIFEST_NAME)
         crash_point("before_manifest")
         self.remote.write_bytes(path, manifest.to_json(self.index.key))

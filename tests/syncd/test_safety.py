@@ -585,3 +585,28 @@ def test_real_daemon_never_commits_a_file_rewritten_while_it_is_sent(tmp_path, p
     assert syncd("wait", str(cfg), "--timeout", "90", cwd=tmp_path).returncode == 0
     committed_copy = tmp_path / "remote" / "run" / committed(tmp_path / "remote" / "run")[-1] / "model.safetensors"
     assert committed_copy.read_bytes() == new
+
+
+def test_a_run_restored_elsewhere_while_the_first_machine_lives_has_one_writer(tmp_path):
+    # A second VM restores the run and resumes while the first still runs: the second
+    # writes from then on; the first stops uploading and deleting instead of fighting.
+    run = tmp_path / "remote" / "run"
+    ckpt(tmp_path / "out", 1)
+    first = cfg_of(tmp_path)
+    with running(first, tmp_path) as a:
+        wait_for(lambda: committed(run) == ["checkpoint-1"], 30, what="the first machine commits")
+        second = cfg_of(tmp_path, output_dir="out2")
+        api.restore(second)
+        with running(second, tmp_path) as b:
+            one_pass(b)
+            ckpt(tmp_path / "out2", 2, seed=2)
+            wait_for(lambda: committed(run) == ["checkpoint-1", "checkpoint-2"], 30, what="the second machine commits")
+            ckpt(tmp_path / "out", 2, seed=1)  # the first machine saves the same step, other bytes
+            for _ in range(3):
+                one_pass(a)
+                one_pass(b)
+            assert a.snapshot()["identity"].startswith("displaced")
+            assert b.snapshot()["identity"] == "this run"
+            assert committed(run) == ["checkpoint-1", "checkpoint-2"]
+    assert (run / "checkpoint-2" / "model.safetensors").read_bytes() == \
+        (tmp_path / "out2" / "checkpoint-2" / "model.safetensors").read_bytes()
