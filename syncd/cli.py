@@ -409,6 +409,19 @@ def cmd_auth(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------
+def _seconds(text: str) -> float:
+    """A finite, non-negative number of seconds (``nan`` would never time out)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite, non-negative number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="syncd", description="Mirror training checkpoints to a remote, safely.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -425,11 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("start", cmd_start, "start the daemon detached; pidfile and log in output_dir/.syncd/")
     sp.add_argument("--poll", action="store_true", help="poll the folder instead of using inotify")
     sp = add("stop", cmd_stop, "stop the daemon gracefully")
-    sp.add_argument("--timeout", type=float, default=STOP_TIMEOUT_SECONDS, help="seconds to wait")
+    sp.add_argument("--timeout", type=_seconds, default=STOP_TIMEOUT_SECONDS, help="seconds to wait")
     sp = add("status", cmd_status, "local checkpoints, remote commits, queue, last error, disk")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("wait", cmd_wait, "block until the newest complete checkpoint is committed")
-    sp.add_argument("--timeout", type=float, default=600.0, help="seconds; exit 1 when reached")
+    sp.add_argument("--timeout", type=_seconds, default=600.0, help="seconds; exit 1 when reached")
     sp = add("list", cmd_list, "what exists locally, or with --remote what is committed")
     sp.add_argument("--remote", action="store_true", help="list the remote instead")
     sp = add("restore", cmd_restore, "fetch the newest (or --step N) committed checkpoint, verified")

@@ -181,3 +181,13 @@ def test_a_log_beside_a_final_model_without_a_marker_is_not_part_of_it(tmp_path)
     manifest = json.loads((tmp_path / "remote" / "run" / "final" / MANIFEST_NAME).read_text())
     assert sorted(f["path"] for f in manifest["files"]) == ["config.json", "model.safetensors"]
     assert "uploading it again" not in (out / "syncd.log").read_text()
+
+
+@pytest.mark.parametrize("command", ["wait", "stop"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_timeout_that_could_never_pass_is_refused(tmp_path, command, value, capsys):
+    from syncd.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([command, str(tmp_path / "cfg.json"), "--timeout", value])
+    assert e.value.code == 2 and "seconds" in capsys.readouterr().err
