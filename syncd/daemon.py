@@ -46,7 +46,7 @@ from .clock import JumpDetector, QuietTracker
 from .config import SyncConfig
 from .deleter import RemoteDeleter, permitted
 from .errors import Cancelled, ConfigError, QuotaError, RemoteError, SourceChanged, SyncdError
-from .faults import crash_point
+from .faults import crash_point, fault_point
 from .fsutil import atomic_write_json, read_json
 from .identity import read_local_record
 from .locking import DaemonLock
@@ -122,6 +122,7 @@ class Status:
     stale: list[str] = field(default_factory=list)  # local copies that differ from their commit
     damaged: dict[str, str] = field(default_factory=dict)  # committed copies that lost files
     remote_notes: dict[str, str] = field(default_factory=dict)  # folders not ours: why
+    worker_errors: dict[str, int] = field(default_factory=dict)  # unexpected exceptions per worker thread
 
 
 class _Handler(FileSystemEventHandler):
@@ -131,11 +132,17 @@ class _Handler(FileSystemEventHandler):
         self.daemon = daemon
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in _IGNORED_EVENTS:
-            return
-        if os.path.basename(os.fsdecode(event.src_path)) == ".syncd":
-            return
-        self.daemon.poke()
+        # An exception here would end watchdog's observer thread: never let one out.
+        try:
+            fault_point("watcher")
+            if event.event_type in _IGNORED_EVENTS:
+                return
+            if os.path.basename(os.fsdecode(event.src_path)) == ".syncd":
+                return
+            self.daemon.poke()
+        except Exception as e:  # noqa: BLE001
+            self.daemon.worker_failed("watcher", e)
+            self.daemon.poke()
 
 
 class Daemon:
@@ -375,13 +382,12 @@ class Daemon:
             except OSError as e:  # a local folder that cannot be read or written, say
                 self._error(f"the pass failed: {e}")
             except Exception as e:  # noqa: BLE001 - a bug must show in status, not only in the log
-                log.exception("bug in the reconcile pass")
-                self.status.failures += 1
-                self._error(f"bug in the reconcile pass: {type(e).__name__}: {e}")
+                self.worker_failed("reconcile", e)
             finally:
                 self._write_status(force=True)
 
     def _pass(self) -> None:
+        fault_point("reconcile")
         if self.out.exists() and not self._lock.ensure():
             self._error(f"another syncd took over {self.out} after its .syncd folder was deleted; stopping")
             self._stopping.set()
@@ -455,15 +461,18 @@ class Daemon:
         """Re-arm the timers when the wall clock jumps: APScheduler plans in wall time."""
         detector = JumpDetector(time.time(), time.monotonic())
         while not self._stopping.wait(1.0):
-            drift = detector.check(time.time(), time.monotonic())
-            if drift is None:
-                continue
-            log.warning("the wall clock jumped by %+.0f s; re-arming the timers", drift)
             try:
+                fault_point("clock")
+                drift = detector.check(time.time(), time.monotonic())
+                if drift is None:
+                    continue
+                log.warning("the wall clock jumped by %+.0f s; re-arming the timers", drift)
                 self._rearm_timers()
-            except Exception:  # noqa: BLE001 - shutting down
-                return
-            self.poke(delay=0.0)
+                self.poke(delay=0.0)
+            except Exception as e:  # noqa: BLE001
+                if self._stopping.is_set():
+                    return
+                self.worker_failed("clock", e)
 
     def _rearm_timers(self) -> None:
         """Plan every timer again from the wall clock's new reading.
@@ -778,6 +787,13 @@ class Daemon:
 
     def _disk_check(self) -> None:
         try:
+            self._disk_check_once()
+        except Exception as e:  # noqa: BLE001
+            self.worker_failed("disk", e)
+
+    def _disk_check_once(self) -> None:
+        fault_point("disk")
+        try:
             du = shutil.disk_usage(self.out if self.out.exists() else self.out.parent)
         except OSError:
             return
@@ -824,68 +840,83 @@ class Daemon:
         self._write_status()
 
     def _upload_loop(self) -> None:
-        failures = 0
+        self._upload_failures = 0
         while not self._stopping.is_set():
-            with self._queue_cv:
-                while not self._queue and not self._stopping.is_set():
-                    self._queue_cv.wait(1.0)
-                if self._stopping.is_set():
-                    return
-                job = self._queue[0]
-                self._current = job
-                self._job_cancel = threading.Event()
-                cancel = self._job_cancel
-                total = sum(f.stat().st_size for f in job.staged.rglob("*") if f.is_file())
-                self.status.current = {"name": job.name, "bytes_done": 0, "bytes_total": total}
-            assert self.uploader is not None
             try:
-                run_id = self._ensure_run_id()
-                manifest = self.uploader.upload(job, cancel, run_id, self.writer)
-            except Cancelled:
-                failures = 0
-            except QuotaError as e:
-                self.status.failures += 1
-                pause = min(QUOTA_RETRY_MAX_SECONDS, max(QUOTA_RETRY_MIN_SECONDS, 5 * self.cfg.interval_seconds))
-                self._error(f"{job.name}: upload stopped: {e} (next try in {pause:.0f} s)", job.name)
-                self._stopping.wait(pause)
-            except SourceChanged as e:
-                # Start again from a fresh stage once the writer is done: its quiet time restarts.
-                self._error(f"{job.name}: {e}; uploading it again once it is still", job.name)
-                self._quiet.forget(job.name)
-                unstage(self.staging, job.name)
-                self._stopping.wait(min(RETRY_MAX_SECONDS, 0.5 * 2.0 ** failures))
-                failures += 1
-            except (FileNotFoundError, NotADirectoryError) as e:
-                failures += 1
-                self._error(f"{job.name}: staged files vanished ({e}); staging again", job.name)
-                unstage(self.staging, job.name)
-            except OSError as e:
-                # A local file that cannot be read: this checkpoint waits for its files to
-                # change, the others keep moving.
-                self.status.failures += 1
-                self._error(f"{job.name}: cannot read a local file: {e}; skipped until its files change", job.name)
-                local = self._local_files(job.name)
-                self._blocked[job.name] = local
-            except SyncdError as e:
-                failures += 1
-                self.status.failures += 1
-                self._error(f"{job.name}: upload failed: {e}", job.name)
-                self._stopping.wait(min(RETRY_MAX_SECONDS, 2.0 ** failures))
-            except Exception as e:  # noqa: BLE001 - a bug must not end the uploader silently
-                failures += 1
-                self.status.failures += 1
-                log.exception("%s: unexpected error in the uploader", job.name)
-                self._error(f"{job.name}: upload failed (bug): {type(e).__name__}: {e}", job.name)
-                self._stopping.wait(min(RETRY_MAX_SECONDS, 2.0 ** failures))
-            else:
-                failures = 0
-                self._committed(job, manifest)
-            finally:
+                self._upload_next()
+            except Exception as e:  # noqa: BLE001 - the uploader restarts; it never dies quietly
                 with self._queue_cv:
                     self._current = None
                     self.status.current = None
-                    self._queue = [j for j in self._queue if j.name != job.name]
-            self.poke(delay=0.0)
+                self.worker_failed("uploader", e)
+                self._upload_failures += 1
+                self._stopping.wait(min(RETRY_MAX_SECONDS, 2.0 ** self._upload_failures))
+
+    def _upload_next(self) -> None:
+        """Take the first job of the queue and upload it (one turn of the uploader)."""
+        with self._queue_cv:
+            while not self._queue and not self._stopping.is_set():
+                self._queue_cv.wait(1.0)
+            if self._stopping.is_set():
+                return
+            fault_point("uploader")
+            job = self._queue[0]
+            self._current = job
+            self._job_cancel = threading.Event()
+            cancel = self._job_cancel
+            total = sum(f.stat().st_size for f in job.staged.rglob("*") if f.is_file())
+            self.status.current = {"name": job.name, "bytes_done": 0, "bytes_total": total}
+        failures = self._upload_failures
+        assert self.uploader is not None
+        try:
+            run_id = self._ensure_run_id()
+            manifest = self.uploader.upload(job, cancel, run_id, self.writer)
+        except Cancelled:
+            failures = 0
+        except QuotaError as e:
+            self.status.failures += 1
+            pause = min(QUOTA_RETRY_MAX_SECONDS, max(QUOTA_RETRY_MIN_SECONDS, 5 * self.cfg.interval_seconds))
+            self._error(f"{job.name}: upload stopped: {e} (next try in {pause:.0f} s)", job.name)
+            self._stopping.wait(pause)
+        except SourceChanged as e:
+            # Start again from a fresh stage once the writer is done: its quiet time restarts.
+            self._error(f"{job.name}: {e}; uploading it again once it is still", job.name)
+            self._quiet.forget(job.name)
+            unstage(self.staging, job.name)
+            self._stopping.wait(min(RETRY_MAX_SECONDS, 0.5 * 2.0 ** failures))
+            failures += 1
+        except (FileNotFoundError, NotADirectoryError) as e:
+            failures += 1
+            self._error(f"{job.name}: staged files vanished ({e}); staging again", job.name)
+            unstage(self.staging, job.name)
+        except OSError as e:
+            # A local file that cannot be read: this checkpoint waits for its files to
+            # change, the others keep moving.
+            self.status.failures += 1
+            self._error(f"{job.name}: cannot read a local file: {e}; skipped until its files change", job.name)
+            local = self._local_files(job.name)
+            self._blocked[job.name] = local
+        except SyncdError as e:
+            failures += 1
+            self.status.failures += 1
+            self._error(f"{job.name}: upload failed: {e}", job.name)
+            self._stopping.wait(min(RETRY_MAX_SECONDS, 2.0 ** failures))
+        except Exception as e:  # noqa: BLE001 - a bug must not end the uploader silently
+            failures += 1
+            self.status.failures += 1
+            self.worker_failed("uploader", e)
+            self.status.errors[job.name] = f"{job.name}: upload failed (bug): {type(e).__name__}: {e}"
+            self._stopping.wait(min(RETRY_MAX_SECONDS, 2.0 ** failures))
+        else:
+            failures = 0
+            self._committed(job, manifest)
+        finally:
+            with self._queue_cv:
+                self._current = None
+                self.status.current = None
+                self._queue = [j for j in self._queue if j.name != job.name]
+        self._upload_failures = failures
+        self.poke(delay=0.0)
 
     def _local_files(self, name: str) -> tuple:
         path = self.out if name == FINAL_NAME else self.out / name
@@ -925,6 +956,13 @@ class Daemon:
         return path
 
     # -- status ------------------------------------------------------------
+    def worker_failed(self, worker: str, exc: BaseException) -> None:
+        """An unexpected exception in a worker: traceback in the log, counted, shown in status."""
+        log.error("%s worker: unexpected %s: %s; it carries on", worker, type(exc).__name__, exc, exc_info=exc)
+        with self._state_lock:
+            self.status.worker_errors[worker] = self.status.worker_errors.get(worker, 0) + 1
+        self._error(f"{worker} worker: unexpected {type(exc).__name__}: {exc}")
+
     def _error(self, message: str, name: str | None = None) -> None:
         log.error("%s", message)
         if name is not None:

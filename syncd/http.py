@@ -40,6 +40,10 @@ def render_metrics(status: dict) -> str:
         if value is None:
             continue
         lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {float(value):g}"]
+    errors = status.get("worker_errors") or {}
+    lines += ["# HELP syncd_worker_errors_total Unexpected exceptions in each worker thread (each carried on).",
+              "# TYPE syncd_worker_errors_total counter"]
+    lines += [f'syncd_worker_errors_total{{worker="{w}"}} {n}' for w, n in sorted(errors.items())]
     return "\n".join(lines) + "\n"
 
 

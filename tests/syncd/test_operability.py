@@ -67,3 +67,29 @@ def test_a_failing_checkpoint_shows_its_error_then_recovers(tmp_path, procs):
              what="the retry to commit")
     wait_for(lambda: row() is None, 20, what="the error to clear")
     assert stop_gracefully(daemon) == 0
+
+
+def test_no_worker_dies_silently(tmp_path, procs):
+    # An unexpected exception is injected once into every worker thread of a real daemon:
+    # each is logged with its traceback, counted in status and /metrics, and carries on.
+    from tests.syncd.test_safety import ckpt
+
+    port = free_port()
+    cfg = make_config(tmp_path, syncd_http_port=port, syncd_interval_seconds=0.5)
+    workers = ("watcher", "reconcile", "uploader", "disk", "clock")
+    procs.syncd_run(cfg, cwd=tmp_path, env={"SYNCD_RAISE_AT": ",".join(workers)}, ready=False)
+    wait_for(lambda: (tmp_path / "out" / ".syncd" / "status.json").exists(), 60, what="the daemon up")
+    ckpt(tmp_path / "out", 5)
+    assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
+    ckpt(tmp_path / "out", 10)  # and it keeps working afterwards
+    assert syncd("wait", str(cfg), "--timeout", "60", cwd=tmp_path).returncode == 0
+
+    def counted() -> dict:
+        m = metrics(port)
+        return {w: m.get(f'syncd_worker_errors_total{{worker="{w}"}}') for w in workers}
+
+    wait_for(lambda: all(v == 1 for v in counted().values()), 30, what="every worker's error counted")
+    status = json.loads(get(port, "/status"))
+    assert status["worker_errors"] == dict.fromkeys(workers, 1)
+    log = (tmp_path / "syncd-0.log").read_text()
+    assert log.count("Traceback") >= len(workers) and "injected fault in the uploader worker" in log
