@@ -72,7 +72,7 @@ def test_manifests_behind_403s_are_not_deleted_and_restore_says_unreadable(tmp_p
     cfg = write_config(tmp_path / "cfg.json", **{**keys, "output_dir": "fresh"})
     r = syncd("restore", str(cfg), cwd=tmp_path, timeout=120)
     assert r.returncode == 3, r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("syncd: error: could not read the remote")
+    assert r.stderr.strip().splitlines()[-1].startswith("syncd: error: could not read")
     with pytest.raises(RemoteError, match="not starting over"):
         plan_resume("auto", build_config({**keys, "output_dir": "fresh2"}, base_dir=tmp_path))
     assert not (tmp_path / "fresh2").exists() or not any((tmp_path / "fresh2").glob("checkpoint-*"))

@@ -75,14 +75,14 @@ def test_delete_is_idempotent_for_files_and_folders(remote, tmp_path):
 
 
 def test_a_capability_is_declared_exactly_when_its_method_exists(remote):
-    # Callers read the record, never probe for methods: the two must agree.
+    # Callers read the record, never probe for methods: the two must agree (and the
+    # clauses below run on the backends that declare each one).
     assert remote.capabilities.rename == callable(getattr(remote, "rename_dir", None))
     assert remote.capabilities.quota == callable(getattr(remote, "quota", None))
 
 
-def test_rename_moves_a_folder_when_declared(remote, tmp_path):
-    if not remote.capabilities.rename:
-        pytest.skip("this backend declares no rename; the capability test above holds it to that")
+def test_rename_moves_a_folder_when_declared(renaming_remote, tmp_path):
+    remote = renaming_remote
     src = _file(tmp_path, "f", b"abc")
     remote.put_file(src, "run/c.partial/a")
     remote.put_file(src, "run/c.partial/d/b")
@@ -91,10 +91,9 @@ def test_rename_moves_a_folder_when_declared(remote, tmp_path):
     assert [f.path for f in remote.list_files("run/c")] == ["a", "d/b"]
 
 
-def test_rename_onto_an_existing_folder_fails_and_changes_nothing(remote, tmp_path):
+def test_rename_onto_an_existing_folder_fails_and_changes_nothing(renaming_remote, tmp_path):
     # base.py promises it: a commit must never merge into, or replace, a folder that exists.
-    if not remote.capabilities.rename:
-        pytest.skip("this backend declares no rename")
+    remote = renaming_remote
     remote.put_file(_file(tmp_path, "new", b"new"), "run/c.partial/a")
     remote.put_file(_file(tmp_path, "old", b"old!"), "run/c/a")
     with pytest.raises(RemoteError):
@@ -106,10 +105,8 @@ def test_rename_onto_an_existing_folder_fails_and_changes_nothing(remote, tmp_pa
         assert fh.read() == b"new"
 
 
-def test_quota_when_declared_adds_up(remote):
-    if not remote.capabilities.quota:
-        pytest.skip("this backend declares no quota")
-    q = remote.quota()
+def test_quota_when_declared_adds_up(quota_remote):
+    q = quota_remote.quota()
     assert q is not None and q.used_bytes >= 0 and q.trash_bytes >= 0
     if q.limit_bytes is not None:
         assert q.used_bytes <= q.limit_bytes
