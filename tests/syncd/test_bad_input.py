@@ -80,7 +80,7 @@ def read_only_dir(tmp_path):
                              capture_output=True).returncode == 0
     if not mounted:
         if os.geteuid() == 0:
-            pytest.skip("root without permission to mount a read-only tmpfs")
+            pytest.fail("root without permission to mount a read-only tmpfs (the fault tests need it too)")
         ro.chmod(0o555)
     try:
         yield ro
