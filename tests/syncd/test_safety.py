@@ -134,16 +134,17 @@ def test_unverifiable_manifests_are_reported_and_never_pruned(tmp_path):
 
 
 class FlakyReads:
-    """A real folder remote whose manifest reads fail (a 403, a run of 503s) while ``on``."""
+    """A real folder remote whose manifest reads fail (a 403, a run of 503s) while ``on``;
+    only those of ``folder`` when one is named."""
 
-    def __init__(self, inner: LocalRemote) -> None:
-        self.inner, self.on = inner, True
+    def __init__(self, inner: LocalRemote, folder: str | None = None) -> None:
+        self.inner, self.on, self.folder = inner, True, folder
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def open_read(self, path: str):
-        if self.on and path.endswith(MANIFEST_NAME):
+        if self.on and path.endswith(f"/{self.folder}/{MANIFEST_NAME}" if self.folder else MANIFEST_NAME):
             raise RemoteError(f"read {path}: HTTP 403 forbidden")
         return self.inner.open_read(path)
 

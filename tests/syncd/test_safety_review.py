@@ -26,22 +26,7 @@ from syncd.restore import restore
 from syncd.stage import stage
 from syncd.upload import Uploader, UploadJob
 from tests.conftest import wait_for
-from tests.syncd.test_safety import cfg_of, ckpt, committed, one_pass, running
-
-
-class FailsReading:
-    """A real folder remote whose reads of one folder's manifest fail (a 503)."""
-
-    def __init__(self, inner: LocalRemote, folder: str) -> None:
-        self.inner, self.folder = inner, folder
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def open_read(self, path: str):
-        if path.endswith(f"/{self.folder}/{MANIFEST_NAME}"):
-            raise RemoteError(f"read {path}: HTTP 503")
-        return self.inner.open_read(path)
+from tests.syncd.test_safety import FlakyReads, cfg_of, ckpt, committed, one_pass, running
 
 
 def test_restore_never_takes_an_older_step_for_one_it_could_not_read(tmp_path):
@@ -51,7 +36,7 @@ def test_restore_never_takes_an_older_step_for_one_it_could_not_read(tmp_path):
             ckpt(tmp_path / "out", step)
         wait_for(lambda: committed(run) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"], 30, what="commits")
     with pytest.raises(RemoteError, match="checkpoint-3"):
-        restore(FailsReading(LocalRemote(tmp_path / "remote"), "checkpoint-3"), "run", tmp_path / "fresh")
+        restore(FlakyReads(LocalRemote(tmp_path / "remote"), "checkpoint-3"), "run", tmp_path / "fresh")
     assert not list((tmp_path / "fresh").glob("checkpoint-*"))
 
 
