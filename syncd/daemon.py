@@ -539,10 +539,10 @@ class Daemon:
                 copies[e.base] = e
         stale = self._stale(copies, local, final)
         self.status.stale = sorted(stale)
-        committed = sorted(e.step for name, e in copies.items() if e.step is not None and name not in stale)
         # A step whose folder could not be read may well be committed: neither sent again nor pruned.
         unknown = {e.base for e in snap if e.owner == UNREADABLE}
-        committed = sorted(set(committed) | {step_of(b) for b in unknown if step_of(b) is not None})
+        committed = sorted({e.step for name, e in copies.items() if e.step is not None and name not in stale}
+                           | {step_of(b) for b in unknown if step_of(b) is not None})
         # A staged checkpoint is complete by construction and survives the trainer's own
         # rotation, so it stays wanted even while a restarted daemon waits out its quiet time.
         staged = {n: self.staging / n for n in staged_names(self.staging) if step_of(n) is not None}
@@ -574,7 +574,7 @@ class Daemon:
                 in_use |= {folder_name(self._current.name, self._current.version, sfx) for sfx in ("", PARTIAL)}
         doomed = policy.remote_deletions(
             [policy.RemoteView(e.name, e.base, e.step, e.version, e.state, e.owner,
-                               e.manifest is not None or e.error is not None)
+                               e.manifest is not None or e.error is not None, e.name in self._damaged)
              for e in snap],
             keep=self.cfg.backup_keep_last, in_use=in_use, clean=snap.clean, identity_ok=True)
         deleter = RemoteDeleter(self.remote, self.index)

@@ -61,17 +61,18 @@ def local_writer(state_dir: Path) -> str | None:
     doc = read_json(Path(state_dir) / LOCAL_RECORD, default=None)
     if not isinstance(doc, dict) or not isinstance(doc.get("run_id"), str):
         return None
-    writer = doc.get("writer")
-    if not isinstance(writer, str) or not writer:
+    writer, here = doc.get("writer"), str(Path(state_dir).resolve())
+    # A record copied along with its folder (`cp -r out out2`) is another writer.
+    if not isinstance(writer, str) or not writer or doc.get("state_dir") != here:
         writer = new_run_id()
-        atomic_write_json(Path(state_dir) / LOCAL_RECORD, {**doc, "writer": writer})
+        atomic_write_json(Path(state_dir) / LOCAL_RECORD, {**doc, "writer": writer, "state_dir": here})
     return writer
 
 
 def write_local_record(state_dir: Path, run_id: str, run: str, remote_url: str | None) -> None:
     atomic_write_json(Path(state_dir) / LOCAL_RECORD,
-                      {"format": 1, "run_id": run_id, "writer": new_run_id(), "run": run, "remote": remote_url,
-                       "created": _now()})
+                      {"format": 1, "run_id": run_id, "writer": new_run_id(), "state_dir": str(Path(state_dir).resolve()),
+                       "run": run, "remote": remote_url, "created": _now()})
 
 
 def read_remote_record(remote: Remote, run: str) -> str | None:

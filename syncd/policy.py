@@ -84,6 +84,7 @@ class RemoteView:
     state: str
     owner: str
     has_manifest: bool = False  # a manifest file is there, valid or not
+    damaged: bool = False  # committed, but its files no longer match its manifest
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ def remote_deletions(
         return []
     ours = [e for e in entries if e.owner == OURS]
     copies: dict[str, RemoteView] = {}
-    for e in ours:
-        if e.state == COMMITTED and (e.base not in copies or e.version > copies[e.base].version):
+    for e in ours:  # a damaged copy is no copy: it neither keeps a step nor supersedes one
+        if e.state == COMMITTED and not e.damaged and (e.base not in copies or e.version > copies[e.base].version):
             copies[e.base] = e
     steps = sorted((c.step for c in copies.values() if c.step is not None), reverse=True)
     kept_steps = set(steps[: max(keep, 1)])
@@ -121,9 +122,11 @@ def remote_deletions(
             continue
         copy = copies.get(e.base)
         if e.state == COMMITTED:
+            if copy is None:
+                continue  # damaged, and nothing better yet: kept until a good version replaces it
             if e.version < copy.version:
                 out.append(Deletion(e.name, f"superseded by {copy.name}", e.state))
-            elif e.step is not None and e.step not in kept_steps:
+            elif e.step is not None and e.step not in kept_steps and not e.damaged:
                 out.append(Deletion(e.name, "pruned (beyond backup_keep_last)", e.state))
         elif e.state in (IN_FLIGHT, UNCOMMITTED):
             if e.state == IN_FLIGHT and e.has_manifest and (copy is None or copy.version < e.version):

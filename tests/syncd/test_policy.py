@@ -140,10 +140,10 @@ def test_invariants_hold_over_any_history(history, keep_local, keep_remote):
 _SUFFIX = {IN_FLIGHT: ".partial", BEING_DELETED: ".deleting", LEFTOVER: ".old"}
 
 
-def R(step, state=COMMITTED, owner=OURS, version=1, manifest=None):
+def R(step, state=COMMITTED, owner=OURS, version=1, manifest=None, damaged=False):
     base = f"checkpoint-{step}" if step is not None else "final"
     return policy.RemoteView(folder_name(base, version, _SUFFIX.get(state, "")), base, step, version, state, owner,
-                             state == COMMITTED if manifest is None else manifest)
+                             state == COMMITTED if manifest is None else manifest, damaged)
 
 
 def names(deletions):
@@ -165,10 +165,12 @@ def names(deletions):
         ([R(5, UNCOMMITTED, FOREIGN), R(6, IN_FLIGHT, FOREIGN)], 1, (), []),  # a user's folders
         ([R(2, BEING_DELETED), R(3, LEFTOVER, FOREIGN)], 1, (), ["checkpoint-2.deleting"]),
         ([R(None), R(None, version=2), R(1)], 1, (), ["final"]),
+        ([R(1), R(2), R(3, damaged=True)], 2, (), []),  # a damaged copy keeps nothing older away
+        ([R(3, damaged=True), R(3, version=2)], 2, (), ["checkpoint-3"]),  # repaired: the damaged one goes
     ],
     ids=["retention", "foreign", "legacy", "invalid", "superseded", "lost-rename", "abandoned-version", "abandoned",
          "in-use",
-         "users-folders", "finish-prune", "final-versions"],
+         "users-folders", "finish-prune", "final-versions", "damaged-counts-for-nothing", "damaged-repaired"],
 )
 def test_remote_deletions(entries, keep, in_use, expected):
     got = policy.remote_deletions(entries, keep=keep, in_use=in_use, clean=True, identity_ok=True)
@@ -188,6 +190,7 @@ _remote_entry = st.builds(
     st.sampled_from([OURS, FOREIGN, LEGACY, UNREADABLE]),
     st.integers(1, 3),
     st.booleans(),
+    st.booleans(),
 )
 
 
@@ -205,7 +208,7 @@ def test_nothing_unprovable_is_ever_planned_for_deletion(entries, keep, clean, i
         assert e.state != INVALID
     # Every kept step keeps a committed copy of ours: the newest version of each of the
     # newest `keep` steps survives, and so does the newest final.
-    ours = [e for e in entries if e.owner == OURS and e.state == COMMITTED]
+    ours = [e for e in entries if e.owner == OURS and e.state == COMMITTED and not e.damaged]
     newest: dict[str, policy.RemoteView] = {}
     for e in ours:
         if e.base not in newest or e.version > newest[e.base].version:

@@ -611,3 +611,20 @@ def test_a_run_restored_elsewhere_while_the_first_machine_lives_has_one_writer(t
             assert committed(run) == ["checkpoint-1", "checkpoint-2"]
     assert (run / "checkpoint-2" / "model.safetensors").read_bytes() == \
         (tmp_path / "out2" / "checkpoint-2" / "model.safetensors").read_bytes()
+
+
+def test_a_copied_output_folder_is_another_writer(tmp_path):
+    # `cp -r out out2` copies the run record too: the copy must not write as the original.
+    run = tmp_path / "remote" / "run"
+    ckpt(tmp_path / "out", 1)
+    with running(cfg_of(tmp_path), tmp_path) as a:
+        wait_for(lambda: committed(run) == ["checkpoint-1"], 30, what="the original commits")
+        shutil.copytree(tmp_path / "out", tmp_path / "out2", ignore=shutil.ignore_patterns("*.lock", "*.pid"))
+        with running(cfg_of(tmp_path, output_dir="out2"), tmp_path) as b:
+            ckpt(tmp_path / "out2", 2, seed=2)
+            wait_for(lambda: "checkpoint-2" in committed(run), 30, what="the copy commits")
+            ckpt(tmp_path / "out", 2, seed=1)
+            for _ in range(3):
+                one_pass(a)
+                one_pass(b)
+            assert a.snapshot()["identity"].startswith("displaced") and committed(run) == ["checkpoint-1", "checkpoint-2"]
