@@ -624,8 +624,8 @@ class Daemon:
     def _settle_identity(self, snap: Snapshot, local: list[LocalCheckpoint]) -> bool:
         """Whether this daemon may write to and delete in the remote run folder now."""
         record = snap.record_run_id
-        if any(err.startswith("run record") for err in snap.io_errors):
-            self.status.identity = "unknown: the remote run record could not be read"
+        if snap.record_error is not None:  # never written over: it may be another run's
+            self.status.identity = f"unknown: {snap.record_error}"
             return False
         if self.run_id is not None and record == self.run_id:
             if snap.record_writer == self.writer:

@@ -151,6 +151,7 @@ class Snapshot:
     run_id: str | None = None  # the id the scan attributed by (ours, or the remote's record)
     record_run_id: str | None = None  # what the remote's syncd-run.json says
     record_writer: str | None = None  # and which output folder writes the run now
+    record_error: str | None = None  # the record could not be read or is not one: nobody owns the folder
     io_errors: list[str] = field(default_factory=list)  # reads that failed: evidence of nothing
 
     def __iter__(self) -> Iterator[Entry]:
@@ -265,10 +266,9 @@ class RemoteIndex:
         snap = Snapshot()
         try:
             snap.record_run_id, snap.record_writer = read_remote_owner(self.remote, self.run)
-        except RemoteError as e:
-            snap.io_errors.append(f"run record: {e}")
-        except IntegrityError as e:
-            snap.io_errors.append(str(e))
+        except (RemoteError, IntegrityError) as e:
+            snap.record_error = f"run record: {e}"
+            snap.io_errors.append(snap.record_error)
         snap.run_id = self.run_id or snap.record_run_id
         for folder in self.remote.list_dirs(self.run):
             parsed = parse_folder(folder)

@@ -31,7 +31,7 @@ from .checkpoints import MARKER, scan_local, walk_files, write_checkpoint_marker
 from .errors import ConfigError, IntegrityError, NothingToRestore, RemoteError, SyncdError
 from .fsutil import atomic_write_json, fsync_dir, read_json
 from .manifest import MANIFEST_NAME, Manifest
-from .remote_state import Entry, RemoteIndex
+from .remote_state import UNREADABLE, Entry, RemoteIndex
 from .remotes.base import CHUNK_BYTES, Digest, Hasher, Remote, hash_file, join
 
 RESCANS = 3  # another machine may prune while we restore: look again this often
@@ -137,10 +137,10 @@ def _check_space(dest_root: Path, need: int) -> None:
 
 def _refuse_if_newer_unreadable(snap, copies: list[Entry], step: int | None, remote: Remote, run: str) -> None:
     """A step that could not be read may be the newest (or the asked-for) commit: no guessing."""
-    if any(err.startswith("run record") for err in snap.io_errors):
-        raise RemoteError(f"could not read the run record of {run} on {remote.url}: {snap.io_errors[0]}")
+    if snap.record_error is not None:
+        raise RemoteError(f"could not read the run record of {run} on {remote.url}: {snap.record_error}")
     newest = copies[0].step if copies else None
-    unreadable = [e for e in snap if e.owner == "unreadable" and not e.is_final and e.step is not None
+    unreadable = [e for e in snap if e.owner == UNREADABLE and not e.is_final and e.step is not None
                   and (step is None and (newest is None or e.step >= newest) or e.step == step)]
     if unreadable:
         raise RemoteError(f"could not read {unreadable[0].name} on {remote.url} ({unreadable[0].error}); "

@@ -176,3 +176,16 @@ def test_a_timeout_that_could_never_pass_is_refused(tmp_path, command, value, ca
     with pytest.raises(SystemExit) as e:
         main([command, str(tmp_path / "cfg.json"), "--timeout", value])
     assert e.value.code == 2 and "seconds" in capsys.readouterr().err
+
+
+def test_a_run_record_that_is_not_one_is_never_written_over(tmp_path):
+    run = tmp_path / "remote" / "run"
+    run.mkdir(parents=True)
+    (run / "syncd-run.json").write_text("my notes, not JSON")
+    ckpt(tmp_path / "out", 1)
+    with running(cfg_of(tmp_path), tmp_path) as d:
+        for _ in range(3):
+            one_pass(d)
+        assert d.snapshot()["identity"].startswith("unknown: run record")
+    assert (run / "syncd-run.json").read_text() == "my notes, not JSON"
+    assert committed(run) == []
