@@ -54,7 +54,8 @@ class TessRobertaModel(RobertaPreTrainedModel):
         self.lm_head = RobertaLMHead(config)
         self.timestep_embed = nn.Linear(1, config.hidden_size)
         if mode in ("logits_with_projection", "logits"):
-            self.self_condition_proj = nn.Linear(2 * config.hidden_size, config.hidden_size)
+            # The original's name and shape (Linear(2H, H), no bias), so its checkpoints load.
+            self.project_to_hidden_size = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=False)
         self.post_init()
 
     # The LM head shares E with the input (the usual RoBERTa tying).
@@ -114,7 +115,7 @@ class TessRobertaModel(RobertaPreTrainedModel):
             elif mode == "logits_mean":
                 embeds = (embeds + prev) / 2
             else:  # logits_with_projection / logits
-                embeds = self.self_condition_proj(torch.cat([embeds, prev.expand_as(embeds)], dim=-1))
+                embeds = self.project_to_hidden_size(torch.cat([embeds, prev.expand_as(embeds)], dim=-1))
         batch_index = span_mask.nonzero(as_tuple=True)[0]  # (n,): the example of each generated row
         t_embed = self.timestep_embed(timesteps.to(embeds.dtype).unsqueeze(-1))  # (B, H)
         embeds = embeds + t_embed[batch_index]
