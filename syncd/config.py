@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -209,6 +210,33 @@ def check_folder_path(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
+# $NAME, ${NAME} (POSIX shells) and %NAME% (Windows; the TESS fork's output_dir is "%GDRIVE%/...").
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)|%([A-Za-z_][A-Za-z0-9_]*)%")
+
+
+def expand_path(name: str, text: str, environ: Mapping[str, str] | None = None) -> str:
+    """A path-valued key with ``~`` and environment variables expanded, as TESS's fork does.
+
+    The fork's run_mlm.py applies expanduser, then expandvars, to output_dir and
+    gdrive_backup_dir. Here a variable that is not set is an error naming it, rather
+    than a folder literally called ``%GDRIVE%``; the trainer and the daemon expand the
+    same way, so both see one folder. URLs (``scheme://...``) are left as written.
+    """
+    if "://" in text:
+        return text
+    env = os.environ if environ is None else environ
+    expanded = os.path.expanduser(text)
+
+    def value(m: re.Match) -> str:
+        var = m.group(1) or m.group(2) or m.group(3)
+        if var not in env:
+            raise ConfigError(f"config key {name} uses {m.group(0)} but the environment variable {var} is not "
+                              f"set: export {var}=<folder> first, or pass --{name} <path>")
+        return env[var]
+
+    return _ENV_REF.sub(value, expanded)
+
+
 def _coerce(name: str, key: Key, value: Any) -> Any:
     if value is None:
         if key.nullable or key.default is None:
@@ -259,6 +287,9 @@ def build_config(
     values = {name: _coerce(name, key, merged.get(name, key.default)) for name, key in KEYS.items()}
     if not values["output_dir"]:
         raise ConfigError(f"config {source} has no output_dir")
+    for name in ("output_dir", "gdrive_backup_dir"):
+        if values[name] is not None:
+            values[name] = expand_path(name, values[name])
     base = base_dir or Path.cwd()
     output_dir = (base / Path(values["output_dir"]).expanduser()).resolve()
     check_folder_path(output_dir, "output_dir")
