@@ -1,5 +1,9 @@
 """``python -m trainer CONFIG.json [--key value ...]`` (console script: ``tess-train``).
 
+    tess-train CONFIG.json [--key value ...]   train (resumes where the config says)
+    tess-train plot OUTPUT_DIR [--out PNG]     loss.png: losses, eval metrics, resumes, commits
+    tess-train --version
+
 Reads top to bottom: parse the config, build tokenizer, data, model and trainer,
 decide where to resume from, train, save the final model, and (when syncd runs for
 this output folder) wait, bounded, for the final model to reach the remote.
@@ -26,11 +30,48 @@ def _setup_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("tessync")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    return _quiet_on_closed_pipe(_main, argv)
+
+
+def _quiet_on_closed_pipe(func, argv: list[str]) -> int:
+    """Run ``func``; output piped into ``head`` (which stops reading) ends quietly.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError, also
+    from the flush at exit; stdout is pointed at /dev/null so that flush is silent.
+    Exit status 141 is what a shell reports for a program that SIGPIPE stopped.
+    """
+    try:
+        code = func(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
+    if argv and argv[0] == "--version":
+        print(f"tess-train {version()}")
+        return 0
+    if argv and argv[0] == "plot":
+        return plot_main(argv[1:])
     _setup_logging()
     try:
         from .args import parse_config
@@ -45,6 +86,39 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tess-train: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def plot_main(argv: list[str]) -> int:
+    """``tess-train plot OUTPUT_DIR [--out PNG]``: write the run's loss.png."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="tess-train plot", description=(
+        "Draw OUTPUT_DIR/loss.png: training and eval loss, eval metrics, where the run "
+        "resumed and where syncd committed checkpoints."))
+    p.add_argument("output_dir", help="the run's output_dir (holds loss_log.jsonl)")
+    p.add_argument("--out", default=None, help="where to write the PNG (default: OUTPUT_DIR/loss.png)")
+    args = p.parse_args(argv)
+    output_dir = Path(args.output_dir)
+    if not (output_dir / "loss_log.jsonl").is_file():
+        print(f"tess-train plot: error: {output_dir} has no loss_log.jsonl (is it a run's output_dir?)",
+              file=sys.stderr)
+        return 2
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("tess-train plot: error: matplotlib is not installed (pip install 'tessync[plot]')",
+              file=sys.stderr)
+        return 2
+    from .plot import write_plot
+
+    try:
+        path, _fig, data = write_plot(output_dir, args.out)
+    except OSError as e:
+        print(f"tess-train plot: error: cannot write the plot: {e}", file=sys.stderr)
+        return 2
+    marks = f"{len(data.resumed_at)} resume(s), {len(data.committed_at)} committed checkpoint(s)"
+    print(f"wrote {path} ({len(data.train_steps)} steps, {len(data.eval_loss[0])} evaluations, {marks})")
     return 0
 
 
@@ -73,8 +147,35 @@ def train(run) -> None:
             truncate_loss_log(run.loss_log, 0)
         else:
             truncate_loss_log(run.loss_log, _step_of(plan.path))
+            _record_resume(run.loss_log.parent, _step_of(plan.path), plan)
     run.resume = plan
     trainer.train(resume_from_checkpoint=str(plan.path) if plan.path else None)
+
+
+def _record_resume(output_dir: Path, step: int, plan) -> None:
+    """One line in resume_log.jsonl per resume, for ``tess-train plot``'s marks.
+
+    Like the loss log it stays one history: lines past the resumed step are dropped.
+    """
+    import json
+    from datetime import datetime, timezone
+
+    from .plot import RESUME_LOG
+
+    path = output_dir / RESUME_LOG
+    kept = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] < step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+    kept.append(json.dumps({"step": step, "checkpoint": Path(plan.path).name, "why": plan.why,
+                            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _step_of(path: Path) -> int:
