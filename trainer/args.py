@@ -26,6 +26,8 @@ from syncd.config import KEYS as SYNCD_KEYS
 from syncd.config import SyncConfig, build_config, parse_overrides, read_config_file
 from syncd.errors import ConfigError
 
+from . import compat
+
 logger = logging.getLogger("tessync.trainer")
 
 # Keys that older configs use and transformers 5 renamed: old -> new.
@@ -123,6 +125,8 @@ class TrainConfig:
     training: Any  # transformers.TrainingArguments
     sync: SyncConfig
     source: str
+    # Keys of the original TESS that change nothing here (compat.OriginalArguments).
+    original: Any = None
 
 
 # Defaults we choose differently from TrainingArguments, each with its reason.
@@ -271,7 +275,7 @@ def split_keys(data: dict[str, Any], training_fields: set[str]) -> dict[str, dic
     """Route each key to its dataclass; unknown keys are an error naming the key."""
     groups = {"model": ModelArguments, "data": DataArguments, "diffusion": DiffusionArguments, "run": RunArguments}
     owner = {f.name: g for g, cls in groups.items() for f in dataclasses.fields(cls)}
-    out: dict[str, dict[str, Any]] = {g: {} for g in (*groups, "training", "sync")}
+    out: dict[str, dict[str, Any]] = {g: {} for g in (*groups, "training", "sync", "original")}
     for key, value in data.items():
         if key.startswith("_"):
             continue  # a comment, such as the launch command
@@ -279,6 +283,8 @@ def split_keys(data: dict[str, Any], training_fields: set[str]) -> dict[str, dic
             out[owner[key]][key] = value
         elif key in training_fields:
             out["training"][key] = value
+        elif key in compat.ORIGINAL_FIELDS:
+            out["original"][key] = value  # the original TESS's, read by compat.py
         elif key not in SYNCD_KEYS:
             raise ConfigError(f"unknown config key {key}")
         if key in SYNCD_KEYS:
@@ -310,13 +316,17 @@ def parse_config(argv: list[str], base_dir: Path | None = None) -> TrainConfig:
     data.update(parse_overrides(argv[1:]))
     training_fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     data = apply_renames(data, training_fields)
+    data = compat.apply_overrides(compat.rename_legacy(data, training_fields))
+    compat.check(data)
     if not data.get("output_dir"):
         raise ConfigError(f"config {source} has no output_dir")
     groups = split_keys(data, training_fields)
+    compat.expand_paths(groups)
     model = _build(ModelArguments, groups["model"])
     data_args = _build(DataArguments, groups["data"])
     diffusion = _build(DiffusionArguments, groups["diffusion"])
     run = _build(RunArguments, groups["run"])
+    original = _build(compat.OriginalArguments, groups["original"])
     _check_choices(model, data_args, diffusion, run)
     sync = build_config(groups["sync"], source=source, base_dir=base_dir or Path.cwd())
     training_values = {**{k: v for k, v in TRAINING_DEFAULTS.items() if k in training_fields},
@@ -330,4 +340,6 @@ def parse_config(argv: list[str], base_dir: Path | None = None) -> TrainConfig:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"invalid training arguments: {first}") from None
     _check_batches(training)
-    return TrainConfig(model, data_args, diffusion, run, training, sync, source)
+    cfg = TrainConfig(model, data_args, diffusion, run, training, sync, source, original=original)
+    compat.explain(cfg, data)
+    return cfg

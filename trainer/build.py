@@ -9,6 +9,7 @@ from typing import Any
 
 from syncd.errors import ConfigError
 
+from . import compat
 from .data import Collator, load_text_datasets, prepare_dataset
 from .model import build_model
 from .tess_trainer import (
@@ -35,12 +36,13 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def load_tokenizer(model_args):
+def load_tokenizer(model_args, use_fast: bool = True):
     from transformers import AutoTokenizer
 
     name = model_args.tokenizer_name or model_args.model_name_or_path
     try:
-        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
+                                             use_fast=use_fast)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load tokenizer {name}: {_first_line(e)}") from None
 
@@ -130,11 +132,12 @@ def build_trainer(cfg) -> Run:
     from transformers import set_seed
 
     training = cfg.training
+    compat.check_overwrite(cfg)  # before anything is built: never train over a run's checkpoints
     if cfg.run.torch_num_threads:
         import torch
 
         torch.set_num_threads(cfg.run.torch_num_threads)
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.model, use_fast=getattr(cfg.original, "use_fast_tokenizer", True))
     # The model's shape first: a bad one fails in a second, not after tokenising.
     config = load_model_config(cfg.model, cfg.diffusion, tokenizer, cfg.data.max_seq_length)
     train_ds, eval_ds = build_datasets(cfg, tokenizer)
@@ -163,6 +166,7 @@ def build_trainer(cfg) -> Run:
     if cfg.run.time_save_interval_seconds:
         trainer.add_callback(TimeSaveCallback(cfg.run.time_save_interval_seconds))
     trainer.add_callback(CompletionMarkerCallback(trainer))
+    compat.apply_runtime(cfg, trainer)  # the original's logging_dir and final evaluation
     loss_log = Path(training.output_dir) / LOSS_LOG
     trainer.add_callback(LossLogCallback(trainer, loss_log))
     n_params = sum(p.numel() for p in model.parameters())
