@@ -1,10 +1,18 @@
-"""The ``syncd`` command line. See ``syncd --help`` and DESIGN.md's command table."""
+"""The ``syncd`` command line. See ``syncd --help`` and DESIGN.md's command table.
+
+Exit status, for every command: 0 done; 1 ``wait`` timed out (or another failure
+without a code of its own); 2 bad config, flag or credentials; 3 the remote failed;
+4 remote contents fail their manifest; 5 nothing committed to restore; 6 another
+daemon owns the output folder; 7 ``wait`` found no daemon running (nor starting)
+while something is still uncommitted; 130 interrupted; 141 stdout was closed (``| head``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import subprocess
@@ -17,12 +25,13 @@ from .checkpoints import inspect_final, scan_local
 from .config import (
     KEYS,
     SyncConfig,
+    build_config,
     check_folder_path,
     load_config,
     parse_overrides,
     read_config_file,
 )
-from .errors import ConfigError, IntegrityError, LockedError, RemoteError, SyncdError
+from .errors import ConfigError, IntegrityError, LockedError, NoDaemon, RemoteError, SyncdError
 from .fsutil import read_json
 from .locking import prepare_state_dir, running_pid
 from .remote_state import listing_problems
@@ -33,6 +42,25 @@ log = logging.getLogger("syncd")
 
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 120.0
+# `syncd wait` right after (or during) `syncd start`: the new process needs a moment
+# (imports, then the lock) before it shows as running.
+START_GRACE_SECONDS = 5.0
+WAIT_SLICE_SECONDS = 10.0  # how often a long `syncd wait` checks that the daemon still runs
+WAIT_TIMED_OUT = 1
+# The detached daemon's log rotates at this size, keeping LOG_BACKUPS older files
+# (syncd.log.1 ... .3): 40 MB at most. SYNCD_LOG_MAX_BYTES overrides the size.
+LOG_MAX_BYTES = 10_000_000
+LOG_BACKUPS = 3
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("tessync")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def _human_bytes(n: float | None) -> str:
@@ -64,8 +92,50 @@ def _load(args: argparse.Namespace) -> SyncConfig:
     return load_config(args.config, overrides)
 
 
-def _setup_logging(level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+class _DaemonLogHandler(logging.handlers.RotatingFileHandler):
+    """The detached daemon's ``syncd.log``, rotated by size.
+
+    stdout and stderr (a traceback, the last error line) are pointed at the current
+    file too, also after each rotation, so nothing keeps writing into ``syncd.log.1``.
+    """
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=LOG_BACKUPS, encoding="utf-8")
+        self._follow()
+
+    def doRollover(self) -> None:  # noqa: N802 - logging's name
+        super().doRollover()
+        self._follow()
+
+    def _follow(self) -> None:
+        if self.stream is None:
+            return
+        for f in (sys.stdout, sys.stderr):
+            f.flush()
+            os.dup2(self.stream.fileno(), f.fileno())
+
+
+def _log_max_bytes() -> int:
+    text = os.environ.get("SYNCD_LOG_MAX_BYTES")
+    if not text:
+        return LOG_MAX_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"SYNCD_LOG_MAX_BYTES must be a whole number of bytes, not {text!r}") from None
+    if value < 1000:
+        raise ConfigError(f"SYNCD_LOG_MAX_BYTES must be at least 1000, not {value}")
+    return value
+
+
+def _setup_logging(level: int, log_file: str | None = None) -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if log_file:
+        handler: logging.Handler = _DaemonLogHandler(Path(log_file), _log_max_bytes())
+        handler.setFormatter(logging.Formatter(fmt))
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     for noisy in ("googleapiclient", "oauth2client", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec"):
@@ -101,7 +171,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         raise LockedError(f"syncd is already running for {cfg.output_dir} (pid {pid})")
     prepare_state_dir(cfg.state_dir)  # a read-only output folder is one line, exit 2
     log_path = cfg.state_dir / "syncd.log"
-    cmd = [sys.executable, "-m", "syncd", "run", str(Path(args.config).resolve()), *args.overrides]
+    cmd = [sys.executable, "-m", "syncd", "run", str(Path(args.config).resolve()), *args.overrides,
+           "--log-file", str(log_path)]
     if args.poll:
         cmd.append("--poll")
     # Relative paths in the config resolve against the caller's directory: keep it.
@@ -328,29 +399,92 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 # -- wait / restore / verify -------------------------------------------------
+def _uncommitted(cfg: SyncConfig) -> list[str]:
+    remote = open_remote(cfg)
+    try:
+        return api.pending(cfg, api.index_for(cfg, remote).scan())
+    finally:
+        remote.close()
+
+
+def _daemon_shows_up(cfg: SyncConfig, seconds: float) -> bool:
+    """Whether a daemon runs for this folder now or within ``seconds`` (one that is starting)."""
+    deadline = time.monotonic() + seconds
+    while running_pid(cfg.state_dir) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
+    """0 committed; 1 (WAIT_TIMED_OUT) the daemon runs but did not commit in time;
+    7 (NoDaemon) nothing runs, nor starts within START_GRACE_SECONDS, to commit what is left."""
     cfg = _load(args)
     if not cfg.remote_url:
         raise ConfigError("no remote configured: set gdrive_backup_dir in the config")
-    if running_pid(cfg.state_dir) is None:
-        remote = open_remote(cfg)
-        try:
-            left = api.pending(cfg, api.index_for(cfg, remote).scan())
-        finally:
-            remote.close()
-        if left:
-            raise SyncdError(f"syncd is not running for {cfg.output_dir}; {', '.join(left)} will never be committed")
-        print("everything is committed")
-        return 0
-    if api.wait_committed(cfg, args.timeout):
-        print("newest checkpoint committed")
-        return 0
-    print(f"syncd wait: timed out after {args.timeout:g}s", file=sys.stderr)
-    return 1
+    deadline = time.monotonic() + args.timeout
+    while True:
+        if running_pid(cfg.state_dir) is None:
+            left = _uncommitted(cfg)
+            if not left:
+                print("everything is committed")
+                return 0
+            if not _daemon_shows_up(cfg, min(START_GRACE_SECONDS, max(0.0, deadline - time.monotonic()))):
+                    raise NoDaemon(f"syncd is not running for {cfg.output_dir}; {', '.join(left)} "
+                               "will not be committed until it runs (syncd start CONFIG)")
+        left_s = deadline - time.monotonic()
+        if api.wait_committed(cfg, max(0.0, min(WAIT_SLICE_SECONDS, left_s))):
+            print("newest checkpoint committed")
+            return 0
+        if left_s <= WAIT_SLICE_SECONDS:
+            print(f"syncd wait: timed out after {args.timeout:g}s", file=sys.stderr)
+            return WAIT_TIMED_OUT
+
+
+def _remote_source(text: str) -> bool:
+    """Whether restore's first argument is a remote (a URL or a folder), not a config file."""
+    return "://" in text or Path(text).expanduser().is_dir()
+
+
+def _restore_config(args: argparse.Namespace) -> SyncConfig:
+    """The config file's settings, or for ``syncd restore REMOTE --to DIR`` ones made up.
+
+    Without ``--run`` the URL names the run's own folder: its last part is the run
+    name and the rest the remote (``gdrive://backups/tess_tiny`` is run ``tess_tiny``
+    in ``gdrive://backups``); with ``--run`` the URL is the remote itself.
+    """
+    if not _remote_source(args.config):
+        cfg = _load(args)
+        if args.run:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, run_name=args.run)
+        return cfg
+    url = args.config.rstrip("/") if "://" not in args.config else args.config
+    if args.to is None:
+        raise ConfigError(f"restoring from {url} without a config needs --to DIR (where checkpoint-N goes)")
+    if args.run:
+        root, run = url, args.run
+    elif "://" in url:
+        scheme, rest = url.split("://", 1)
+        head, _, run = rest.rstrip("/").rpartition("/")
+        if not run or not (head.strip("/") or scheme == "gdrive"):  # gdrive:// alone is My Drive
+            raise ConfigError(f"cannot tell the run name from {url}: add --run NAME")
+        root = f"{scheme}://{head}"
+    else:
+        folder = Path(url).expanduser().resolve()
+        root, run = str(folder.parent), folder.name
+    overrides = parse_overrides(args.overrides)
+    for key in overrides:
+        if key not in KEYS:
+            raise ConfigError(f"unknown option --{key}: not a syncd key")
+    return build_config({"output_dir": args.to, "run_name": run, "gdrive_backup_dir": root}, overrides,
+                        source=url)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _restore_config(args)
     if args.to is not None:
         check_folder_path(args.to, "--to")  # before any byte is fetched
     path = api.restore(cfg, step=args.step, to=Path(args.to) if args.to else None,
@@ -422,8 +556,21 @@ def _seconds(text: str) -> float:
     return value
 
 
+EXIT_STATUS_HELP = """exit status: 0 done; 1 wait timed out; 2 bad config, flag or credentials;
+3 remote failed; 4 remote contents fail their manifest; 5 nothing to restore;
+6 another daemon owns the folder; 7 wait: no daemon runs (nor starts within 5 s)
+while something is uncommitted; 141 output closed early (| head)"""
+
+WAIT_HELP = """exit status: 0 the newest complete checkpoint (and the final model) is committed,
+or nothing is left to commit; 1 the daemon runs but had not committed it when --timeout
+ran out; 7 no daemon runs for this output folder (one that is starting gets 5 s to show
+up) and something is still uncommitted."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="syncd", description="Mirror training checkpoints to a remote, safely.")
+    p = argparse.ArgumentParser(prog="syncd", description="Mirror training checkpoints to a remote, safely.",
+                                epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"syncd {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help_: str) -> argparse.ArgumentParser:
@@ -435,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("run", cmd_run, "run the daemon in the foreground (logs to stderr)")
     sp.add_argument("--poll", action="store_true", help="poll the folder instead of using inotify")
+    sp.add_argument("--log-file", default=None, help=argparse.SUPPRESS)  # `syncd start`'s rotating log
     sp = add("start", cmd_start, "start the daemon detached; pidfile and log in output_dir/.syncd/")
     sp.add_argument("--poll", action="store_true", help="poll the folder instead of using inotify")
     sp = add("stop", cmd_stop, "stop the daemon gracefully")
@@ -442,10 +590,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("status", cmd_status, "local checkpoints, remote commits, queue, last error, disk")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("wait", cmd_wait, "block until the newest complete checkpoint is committed")
+    sp.epilog = WAIT_HELP
     sp.add_argument("--timeout", type=_seconds, default=600.0, help="seconds; exit 1 when reached")
     sp = add("list", cmd_list, "what exists locally, or with --remote what is committed")
     sp.add_argument("--remote", action="store_true", help="list the remote instead")
     sp = add("restore", cmd_restore, "fetch the newest (or --step N) committed checkpoint, verified")
+    sp.epilog = ("CONFIG may instead be the remote run's folder (a URL or a path), with --to: "
+                 "syncd restore gdrive://backups/tess_tiny --to DIR (run name from its last part; "
+                 "or syncd restore gdrive://backups --run tess_tiny --to DIR).")
+    sp.add_argument("--run", default=None, help="the run's name on the remote (default: the config's run_name)")
     sp.add_argument("--step", type=int, default=None, help="restore this step instead of the newest")
     sp.add_argument("--to", default=None, help="target folder (default: output_dir)")
     sp.add_argument("--progress", action="store_true", help="show a progress bar even without a terminal")
@@ -457,13 +610,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `syncd list | head`: the reader left. Python ignores SIGPIPE, so the write
+        # raised; point stdout at /dev/null so the flush at exit is silent too, and
+        # exit as a shell reports a program stopped by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     args.overrides = extra
     quiet_cmds = {"status", "list", "wait"}
-    _setup_logging(logging.DEBUG if args.verbose else
-                   (logging.WARNING if args.command in quiet_cmds else logging.INFO))
     try:
+        _setup_logging(logging.DEBUG if args.verbose else
+                       (logging.WARNING if args.command in quiet_cmds else logging.INFO),
+                       getattr(args, "log_file", None))
         return args.func(args)
     except SyncdError as e:
         print(f"syncd: error: {e}", file=sys.stderr)

@@ -53,6 +53,12 @@ class LockedError(SyncdError):
     exit_code = 6
 
 
+class NoDaemon(SyncdError):
+    """``syncd wait``: no daemon runs (nor starts) for the folder, and something is uncommitted."""
+
+    exit_code = 7
+
+
 class SourceChanged(SyncdError):
     """A local file changed while it was being uploaded: its bytes would be torn."""
 

@@ -150,7 +150,7 @@ def test_wait_without_daemon_says_so(tmp_path):
     ck.mkdir(parents=True)
     (ck / "trainer_state.json").write_text("{}")
     r = syncd("wait", str(cfg), "--timeout", "1", cwd=tmp_path)
-    assert r.returncode == 1 and "syncd is not running" in one_line(r.stderr)
+    assert r.returncode == 7 and "syncd is not running" in one_line(r.stderr)
 
 
 @pytest.mark.parametrize("kind", ["symlink", "fifo", "parent-link"])
