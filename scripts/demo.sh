@@ -58,8 +58,13 @@ say "6/6 syncd status, then stopping the daemon"
 "$BIN/syncd" stop "$CONFIG"
 trap - EXIT
 
+say "Drawing the runs: training and eval loss, eval metrics, where syncd committed and where the run resumed"
+"$BIN/tess-train" plot "$OUT"
+"$BIN/tess-train" plot "$tmp"
+
 say "Done."
 cat <<EOF
+    Pictures:             $OUT/loss.png (the run, with syncd's commits), $tmp/loss.png (the resumed run)
     Trained model:        $OUT (final model at its root, checkpoints in checkpoint-N/)
     Remote copies:        ./$REMOTE (each committed by its syncd-manifest.json)
     Resumed run:          $tmp (delete it when done)
