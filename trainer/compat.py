@@ -70,7 +70,7 @@ class OriginalArguments:
     # ModelArguments
     model_type: str | None = None  # run_mlm.py always builds RoBERTa, whatever this says
     config_overrides: str | None = None  # read as model_config (see apply)
-    use_fast_tokenizer: bool = True  # passed to AutoTokenizer as use_fast (build.py)
+    use_fast_tokenizer: bool = True  # transformers 5 has no slow tokenizers
     use_auth_token: bool = False  # transformers 5 sends the saved token whenever there is one
     autoregressive_eval_model: str = "EleutherAI/gpt-neo-1.3B"
     resize_position_embeddings: bool | None = None  # seq2seq scripts only
@@ -140,6 +140,8 @@ NO_EFFECT = {
     "compute_eval_loss_with_simplex": "declared but read by nothing in the original",
     "ssdlm_optimizer": "declared but read by nothing in the original; the optimizer is the Trainer's AdamW",
     "eval_for_all_metrics": "MAUVE and the other all-metrics scores are not computed here",
+    "use_fast_tokenizer": "transformers 5 has one tokenizer class per model, backed by the tokenizers library; "
+                          "it splits text as the original's slow and fast RoBERTa tokenizers both do",
 }
 
 UNSUPPORTED = {
@@ -267,6 +269,9 @@ def notes(cfg, given: dict[str, Any]) -> list[str]:
     if given.get("do_eval") is True:
         out.append("do_eval true: the model is evaluated on validation_file at the last step, as the original's "
                    "final evaluation, besides the eval_strategy schedule")
+    if cfg.training.fp16 and not _cuda(cfg.training):
+        out.append("fp16 true without a CUDA device: training runs in float32 here (fp16 autocast is CUDA's; "
+                   "the original needs a GPU for it too)")
     if given.get("gdrive_backup_dir"):
         out.append("gdrive_backup_dir: checkpoints are mirrored by the syncd daemon (syncd start CONFIG, beside "
                    "the trainer), not copied by the training process as in the fork")
@@ -275,6 +280,14 @@ def notes(cfg, given: dict[str, Any]) -> list[str]:
         out.append(f"autoregressive_eval_model {original.autoregressive_eval_model!r}: the original's "
                    "perplexity model for generated text")
     return out
+
+
+def _cuda(training) -> bool:
+    if getattr(training, "use_cpu", False):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def explain(cfg, given: dict[str, Any]) -> None:
@@ -369,8 +382,14 @@ def apply_runtime(cfg, trainer) -> None:
     if original is None:
         return
     if original.logging_dir:
-        # transformers 5 dropped TrainingArguments.logging_dir; its tensorboard callback reads this.
+        # transformers 5 dropped TrainingArguments.logging_dir: its tensorboard callback reads
+        # TENSORBOARD_LOGGING_DIR when it is made, which the Trainer has done by now.
+        from transformers.integrations import TensorBoardCallback
+
         os.environ["TENSORBOARD_LOGGING_DIR"] = original.logging_dir
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback):
+                callback.logging_dir = original.logging_dir
     if original.final_evaluation:
         trainer.add_callback(_final_evaluation())
 
