@@ -109,11 +109,36 @@ class OriginalArguments:
     # In the original's shipped configs, from before 63f039b: what became
     # conditional_generation ul2_with_unconditional. Unsupported when true.
     mixed_pretrain_objectives: bool = False
+    # Model and sampling options of the original, implemented in args.py's dataclasses (which
+    # take them first, under these names); these stand in only where a build lacks one.
+    beta_schedule: str = "squaredcos_improved_ddpm"
+    clip_sample: bool = False
+    guidance_scale: float = 1.0
+    classifier_free_uncond_input: str = "empty_token"
+    classifier_free_simplex_inputs: bool = False
+    empty_token_be_mask: bool = False
+    guidance_softmax_combination: bool = True
+    generate_with_seed: bool = False
+    self_condition_mix_before_weights: bool = False
+    self_condition_mix_logits_before_weights: bool = False
+    self_condition_mlp_projection: bool = False
+    eval_context_size: int | None = None
+    truncation_length: int | None = 0
     # Set from the config's own do_eval (transformers 5 turns do_eval on with any eval_strategy).
     final_evaluation: bool = dataclasses.field(default=False, init=False)
 
 
 ORIGINAL_FIELDS = {f.name: f for f in dataclasses.fields(OriginalArguments) if f.init}
+STAND_INS = ("beta_schedule", "clip_sample", "guidance_scale", "classifier_free_uncond_input",
+             "classifier_free_simplex_inputs", "empty_token_be_mask", "guidance_softmax_combination",
+             "generate_with_seed", "self_condition_mix_before_weights", "self_condition_mix_logits_before_weights",
+             "self_condition_mlp_projection", "eval_context_size", "truncation_length")
+
+
+def implemented(cfg, key: str) -> bool:
+    """Whether one of our dataclasses (not OriginalArguments) holds ``key``."""
+    return any(dataclasses.is_dataclass(part) and key in {f.name for f in dataclasses.fields(part)}
+               for part in (cfg.model, cfg.data, cfg.diffusion, cfg.run))
 
 # Keys accepted with no effect, as in the original's run_mlm.py: one line when set
 # away from the default. Name -> why.
@@ -241,6 +266,10 @@ def notes(cfg, given: dict[str, Any]) -> list[str]:
     """One line for each key that was given and means something other here than in the original."""
     out = []
     original = cfg.original
+    for key in STAND_INS:
+        if key in given and not implemented(cfg, key) and getattr(original, key) != ORIGINAL_FIELDS[key].default:
+            out.append(f"config key {key} = {getattr(original, key)!r} is accepted but not implemented in this "
+                       "version: it has no effect")
     for key, why in NO_EFFECT.items():
         if key in given and getattr(original, key) != ORIGINAL_FIELDS[key].default:
             out.append(f"config key {key} = {getattr(original, key)!r} has no effect: {why}")

@@ -62,6 +62,11 @@ def get(cfg, dotted):
     return obj
 
 
+def value(cfg, key):
+    """A key's parsed value: ours where implemented, else the original's stand-in."""
+    return getattr(cfg.diffusion, key) if compat.implemented(cfg, key) else getattr(cfg.original, key)
+
+
 # key, value given, (attribute, value parsed), the start-up line (None: honoured silently).
 ACCEPTED = [
     ("overwrite_output_dir", True, ("original.overwrite_output_dir", True),
@@ -105,6 +110,12 @@ def test_original_key_is_accepted(tmp_path, caplog, key, value, parsed, line):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(raw))
     cfg, messages = parse_logged(caplog, path)
+    if key in compat.STAND_INS and not compat.implemented(cfg, key):
+        # The model/sampling work has not landed in this build: accepted, and said so.
+        assert getattr(cfg.original, key) == parsed[1]
+        assert any(f"config key {key}" in m and "not implemented" in m for m in messages) or \
+            parsed[1] == compat.ORIGINAL_FIELDS[key].default, messages
+        return
     assert get(cfg, parsed[0]) == parsed[1]
     notes = [m for m in messages if key in m or (line and line in m)]
     if line is None:
@@ -181,8 +192,8 @@ def test_the_originals_own_config(tmp_path, monkeypatch, caplog, capsys):
     assert cfg.data.train_file == str(small / "simple-train.txt")
     assert (cfg.training.max_steps, cfg.training.warmup_steps, cfg.training.save_steps) == (10, 2000, 1000)
     assert cfg.training.lr_scheduler_type == "cosine" and cfg.training.learning_rate == 3e-5
-    assert cfg.diffusion.beta_schedule == "squaredcos_improved_ddpm" and cfg.diffusion.top_p == 0.99
-    assert cfg.diffusion.self_condition == "logits_addition" and cfg.diffusion.guidance_scale == 1.0
+    assert value(cfg, "beta_schedule") == "squaredcos_improved_ddpm" and cfg.diffusion.top_p == 0.99
+    assert cfg.diffusion.self_condition == "logits_addition" and value(cfg, "guidance_scale") == 1.0
     assert (cfg.data.mask_ratio, cfg.data.max_seq_length, cfg.data.pad_to_max_length) == (0.5, 50, False)
     assert (cfg.diffusion.num_diffusion_steps, cfg.diffusion.num_inference_diffusion_steps) == (2000, 2000)
     assert sum("read as" in m for m in messages) == 3, messages
