@@ -101,6 +101,16 @@ class DiffusionArguments:
     # Validation lines generated at each evaluation (and scored for kg_quad); sampling
     # runs M full passes per line, so a handful keeps evaluation short.
     eval_num_samples: int = 8
+    # At each evaluation of a kg_quad run, tess-eval kg-rank's small version: this many
+    # validation queries (0: off) against eval_kg_rank_neg_k sampled negatives, scored at
+    # timestep eval_kg_rank_t (the fork's 60; near num_diffusion_steps scores from the context alone).
+    eval_kg_rank_queries: int = 200
+    eval_kg_rank_neg_k: int = 64
+    eval_kg_rank_t: int = 60
+    # The original's generation metrics on the evaluation samples (dist-n, repetition, zipf),
+    # and their perplexity under this causal LM (hub name or folder) when one is named.
+    eval_text_metrics: bool = False
+    eval_perplexity_model: str | None = None
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from syncd.errors import ConfigError
 
-from . import compat
+from . import compat, kg_rank, text_metrics
 from .data import Collator, load_text_datasets, prepare_dataset
 from .model import build_model
 from .tess_trainer import (
@@ -166,6 +166,8 @@ def build_trainer(cfg) -> Run:
         trainer.add_callback(TimeSaveCallback(cfg.run.time_save_interval_seconds))
     trainer.add_callback(CompletionMarkerCallback(trainer))
     compat.apply_runtime(cfg, trainer)  # the original's logging_dir and final evaluation
+    trainer.kg_eval = kg_rank.eval_hook(cfg)  # None unless a kg_quad run with a validation file
+    trainer.sample_metrics = text_metrics.eval_hook(cfg, tokenizer)  # None unless the config asks
     loss_log = Path(training.output_dir) / LOSS_LOG
     trainer.add_callback(LossLogCallback(trainer, loss_log))
     n_params = sum(p.numel() for p in model.parameters())

@@ -419,3 +419,70 @@ def evaluate(model, tokenizer, plan: RankingPlan, train: Sequence[Quad] | None, 
         if chosen:
             by_mode[m] = summarize(chosen, ks)
     return RankingResult(plan, metrics, by_mode, describe(options, int(model.config.num_diffusion_steps)))
+
+
+# ---- the small version that runs at each evaluation of a kg_quad run ----------------
+
+class EvalRanking:
+    """kg-rank on a fixed sample of validation queries, as metrics ``{prefix}_kg_*``.
+
+    Built once from the config (the quads are read and the candidates drawn here, so
+    every evaluation ranks the very same lists); called by the trainer's evaluation.
+    """
+
+    def __init__(self, plan: RankingPlan, train: Sequence[Quad], options: ScoringOptions, progress: bool):
+        self.plan = plan
+        self.options = options
+        self.progress = progress
+        baselines = baseline_scores(plan, train)
+        self.baselines = {name: summarize(rank_all(plan, s))["MRR"] for name, s in baselines.items()}
+
+    def __call__(self, model, tokenizer, prefix: str = "eval") -> dict[str, float]:
+        import torch
+
+        device = next(model.parameters()).device
+        amp = self.options.amp and device.type == "cuda" and torch.cuda.is_available()
+        options = ScoringOptions(self.options.t_eval, self.options.seed, self.options.batch_size, amp,
+                                 self.options.reduce)
+        scores = tess_scores(model, tokenizer, self.plan, options, self.progress, desc="kg-rank (eval)")
+        m = summarize(rank_all(self.plan, scores))
+        out = {f"{prefix}_kg_mr": m["MR"], f"{prefix}_kg_mrr": m["MRR"]}
+        out.update({f"{prefix}_kg_hits@{k}": m[f"Hits@{k}"] for k in DEFAULT_KS})
+        out.update({f"{prefix}_kg_{name}_mrr": v for name, v in self.baselines.items()})
+        logger.info("kg-rank at t = %d on %d validation queries: MRR %.4f (frequency %.4f, random %.4f)",
+                    options.t_eval, len(self.plan.queries), m["MRR"], self.baselines.get("frequency", math.nan),
+                    self.baselines["random"])
+        return out
+
+
+def eval_hook(cfg) -> EvalRanking | None:
+    """The evaluation's kg-rank for a kg_quad run with a validation file, else None."""
+    d, diffusion = cfg.data, cfg.diffusion
+    queries = diffusion.eval_kg_rank_queries
+    if d.conditional_generation != "kg_quad" or not d.validation_file or queries == 0:
+        return None
+    if queries < 0 or diffusion.eval_kg_rank_neg_k < 1:
+        raise ConfigError("config keys eval_kg_rank_queries and eval_kg_rank_neg_k must be positive "
+                          "(eval_kg_rank_queries 0 turns the evaluation's ranking off)")
+    if not 0 <= diffusion.eval_kg_rank_t < diffusion.num_diffusion_steps:
+        raise ConfigError(f"config key eval_kg_rank_t must be in [0, num_diffusion_steps "
+                          f"{diffusion.num_diffusion_steps}), not {diffusion.eval_kg_rank_t}")
+    train = read_quads(d.train_file, "train_file")
+    test: list[Quad] = []
+    with open(Path(d.validation_file).expanduser(), encoding="utf-8") as fh:
+        lines = [ln for ln in fh if ln.strip()]
+    if d.max_eval_samples is not None:
+        lines = lines[:d.max_eval_samples]
+    for number, line in enumerate(lines, 1):
+        try:
+            test.extend(parse_quad_line(line, f"validation_file {d.validation_file} line {number}"))
+        except ConfigError:
+            continue  # the trainer only masks well-formed quads; the ranking skips the others too
+    if not test:
+        raise ConfigError(f"validation_file {d.validation_file} has no well-formed quad to rank")
+    seed = cfg.training.seed
+    plan = plan_ranking(test, "both", known=train, entities=entities_of(train), neg_k=diffusion.eval_kg_rank_neg_k,
+                        max_queries=queries, seed=seed)
+    amp = bool(cfg.training.fp16 or cfg.training.bf16)
+    options = ScoringOptions(t_eval=diffusion.eval_kg_rank_t, seed=seed, amp=amp)
+    return EvalRanking(plan, train, options, progress=not cfg.training.disable_tqdm)

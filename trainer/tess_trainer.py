@@ -76,6 +76,9 @@ def tess_loss(model, inputs, alpha_bars: torch.Tensor, diffusion: DiffusionArgum
 
 
 class TessTrainer(Trainer):
+    kg_eval = None  # kg_rank.EvalRanking: the small kg-rank at each evaluation of a kg_quad run
+    sample_metrics = None  # text_metrics.SampleMetrics: dist-n, repetition, zipf, perplexity of the samples
+
     def __init__(self, *args, diffusion: DiffusionArguments, sample_dataset=None, conditional: str | None = None,
                  **kwargs):
         super().__init__(*args, **kwargs)
@@ -133,6 +136,9 @@ class TessTrainer(Trainer):
             self._eval_generators = None
         if self.sample_dataset is not None and len(self.sample_dataset) and self.is_world_process_zero():
             output.metrics.update(self.write_samples(metric_key_prefix))
+        if self.kg_eval is not None and self.is_world_process_zero():
+            output.metrics.update(self.kg_eval(self.accelerator.unwrap_model(self.model), self.processing_class,
+                                               metric_key_prefix))
         return output
 
     def write_samples(self, prefix: str = "eval") -> dict[str, float]:
@@ -153,6 +159,8 @@ class TessTrainer(Trainer):
         if self.conditional == "kg_quad":
             right, total = entity_exact_match(predicted.cpu(), batch["input_ids"].cpu(), batch["span_mask"].cpu())
             metrics[f"{prefix}_entity_exact_match"] = right / max(total, 1)
+        if self.sample_metrics is not None:
+            metrics.update(self.sample_metrics(predicted, batch["span_mask"], prefix))
         self._write_sample_file(predicted, batch, metrics)
         return metrics
 
