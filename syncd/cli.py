@@ -33,10 +33,11 @@ from .config import (
 )
 from .errors import ConfigError, IntegrityError, LockedError, NoDaemon, RemoteError, SyncdError
 from .fsutil import read_json
+from .hashing import hash_stream
 from .locking import prepare_state_dir, running_pid
 from .remote_state import listing_problems
 from .remotes import open_remote
-from .remotes.base import hash_stream, join
+from .remotes.base import join
 
 log = logging.getLogger("syncd")
 

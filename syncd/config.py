@@ -4,12 +4,15 @@ One JSON file serves the trainer and the daemon. syncd takes the keys below and
 ignores every other key, except that an unknown ``syncd_*`` key is an error (a typo
 there would silently disable a safety setting). Command-line overrides use the
 config's own key names: ``--backup_keep_last 2``.
+
+The keys every remote shares are listed here; a backend's own keys (the
+``syncd_gdrive_*`` ones) are declared by that backend and collected from the
+remotes registry. Values are checked by ``config_check``, which the trainer uses too.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import stat
@@ -18,33 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_check import Spec, check
 from .errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Key:
-    """One config key: its type, default and bounds."""
-
-    kind: type
-    default: Any
-    minimum: float | None = None
-    # Absurd-but-finite values (1e300 seconds) overflow later in timedelta, C ints or
-    # int(); a bound here turns them into one line at load time instead.
-    maximum: float | None = None
-    choices: tuple[str, ...] | None = None
-    nullable: bool = False
-
+from .remotes.registry import normalise_url, option_specs
 
 DAY_SECONDS = 86400.0
 
+
+def Key(kind: type, default: Any, **bounds: Any) -> Spec:  # noqa: N802 - reads as the table's type
+    """A syncd key: strings are never empty, and a key without a default may be null."""
+    return Spec(kind, default, nullable=bounds.pop("nullable", default is None), non_empty=kind is str, **bounds)
+
+
 # Defaults carry the reason in a comment; units are in the names.
-KEYS: dict[str, Key] = {
+SHARED_KEYS: dict[str, Spec] = {
     "output_dir": Key(str, None),
-    "run_name": Key(str, None, nullable=True),  # default: the output folder's name
+    "run_name": Key(str, None),  # default: the output folder's name
     # Hugging Face's own default is "keep all"; five full TESS checkpoints are ~7.5 GB.
     # null means Hugging Face's "keep all", as it does for the trainer.
     "save_total_limit": Key(int, 5, minimum=1, nullable=True),
-    "gdrive_backup_dir": Key(str, None, nullable=True),
+    "gdrive_backup_dir": Key(str, None),
     # Three remote copies fit in free Drive's 15 GB at ~1.5 GB each with room to spare.
     "backup_keep_last": Key(int, 3, minimum=1),
     # The timer is only the safety net behind inotify, so a minute is plenty.
@@ -70,19 +66,15 @@ KEYS: dict[str, Key] = {
     "syncd_wait_at_end": Key(bool, True),
     # At most a week: the trainer's end should not hang longer on the network.
     "syncd_wait_timeout_seconds": Key(float, 900.0, minimum=0.0, maximum=7 * DAY_SECONDS),
-    # Google Drive API remote (gdrive://).
-    "syncd_gdrive_credentials": Key(str, None, nullable=True),
-    "syncd_gdrive_root_id": Key(str, None, nullable=True),
-    "syncd_gdrive_root_url": Key(str, None, nullable=True),
     # Local HTTP endpoint with status JSON and Prometheus metrics; 0 = off.
     "syncd_http_port": Key(int, 0, minimum=0, maximum=65535),
     "syncd_http_host": Key(str, "127.0.0.1"),
     # Secret for HMAC-signed manifests: restore then refuses a remote forged without it.
-    "syncd_manifest_key": Key(str, None, nullable=True),
-    # Resumable upload chunk; Drive needs multiples of 256 KiB.
-    # At most 1 GiB: the chunk is held in memory.
-    "syncd_gdrive_chunk_mb": Key(float, 8.0, minimum=0.25, maximum=1024.0),
+    "syncd_manifest_key": Key(str, None),
 }
+# A backend's own keys (syncd_gdrive_* for gdrive://), declared in syncd/remotes/.
+REMOTE_OPTION_KEYS: dict[str, Spec] = option_specs()
+KEYS: dict[str, Spec] = {**SHARED_KEYS, **REMOTE_OPTION_KEYS}
 
 
 @dataclass(frozen=True)
@@ -101,10 +93,8 @@ class SyncConfig:
     bwlimit_mbps: float
     wait_at_end: bool
     wait_timeout_seconds: float
-    gdrive_credentials: str | None
-    gdrive_root_id: str | None
-    gdrive_root_url: str | None
-    gdrive_chunk_mb: float
+    # Every backend's option keys by config name, validated; each backend reads its own.
+    remote_options: Mapping[str, Any] = field(default_factory=dict)
     manifest_key: str | None = field(default=None, repr=False)
     http_port: int = 0
     http_host: str = "127.0.0.1"
@@ -175,11 +165,6 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _number(x: float) -> str:
-    """2592000, not 2.592e+06: bounds are read by people."""
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
 def file_in_the_way(path: Path) -> Path | None:
     """The nearest existing ancestor of ``path`` (or ``path`` itself) when it is not a folder.
 
@@ -237,40 +222,6 @@ def expand_path(name: str, text: str, environ: Mapping[str, str] | None = None) 
     return _ENV_REF.sub(value, expanded)
 
 
-def _coerce(name: str, key: Key, value: Any) -> Any:
-    if value is None:
-        if key.nullable or key.default is None:
-            return None
-        raise ConfigError(f"config key {name} must not be null")
-    if key.kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {name} must be true or false, not {value!r}")
-        return value
-    if key.kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {name} must be an integer, not {value!r}")
-    elif key.kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {name} must be a number, not {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"config key {name} must be finite, not {value!r}")
-    elif key.kind is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)  # `--run_name 7` arrives as a JSON number
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"config key {name} must be a non-empty string, not {value!r}")
-        if "\0" in value:
-            raise ConfigError(f"config key {name} must not contain a NUL byte: {value!r}")
-    if key.minimum is not None and value < key.minimum:
-        raise ConfigError(f"config key {name} must be at least {_number(key.minimum)}, not {value!r}")
-    if key.maximum is not None and value > key.maximum:
-        raise ConfigError(f"config key {name} must be at most {_number(key.maximum)}, not {value!r}")
-    if key.choices is not None and value not in key.choices:
-        raise ConfigError(f"config key {name} must be one of {', '.join(key.choices)}, not {value!r}")
-    return value
-
-
 def build_config(
     data: Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
@@ -284,7 +235,7 @@ def build_config(
     unknown = sorted(k for k in merged if k.startswith("syncd_") and k not in KEYS)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]} in {source}")
-    values = {name: _coerce(name, key, merged.get(name, key.default)) for name, key in KEYS.items()}
+    values = {name: check(name, spec, merged.get(name, spec.default)) for name, spec in KEYS.items()}
     if not values["output_dir"]:
         raise ConfigError(f"config {source} has no output_dir")
     for name in ("output_dir", "gdrive_backup_dir"):
@@ -298,12 +249,7 @@ def build_config(
         raise ConfigError(f"config key run_name must be a plain name, not {run_name!r}")
     remote = values["gdrive_backup_dir"]
     if remote is not None:
-        from .remotes import normalise_url  # late: remotes import config types
-
         remote = normalise_url(remote, base)
-    chunk_mb = values["syncd_gdrive_chunk_mb"]
-    if (chunk_mb * 4) != int(chunk_mb * 4):
-        raise ConfigError("config key syncd_gdrive_chunk_mb must be a multiple of 0.25 (256 KiB)")
     return SyncConfig(
         output_dir=output_dir,
         run_name=run_name,
@@ -319,10 +265,7 @@ def build_config(
         bwlimit_mbps=values["syncd_bwlimit_mbps"],
         wait_at_end=values["syncd_wait_at_end"],
         wait_timeout_seconds=values["syncd_wait_timeout_seconds"],
-        gdrive_credentials=values["syncd_gdrive_credentials"],
-        gdrive_root_id=values["syncd_gdrive_root_id"],
-        gdrive_root_url=values["syncd_gdrive_root_url"],
-        gdrive_chunk_mb=chunk_mb,
+        remote_options={name: values[name] for name in REMOTE_OPTION_KEYS},
         manifest_key=values["syncd_manifest_key"],
         http_port=values["syncd_http_port"],
         http_host=values["syncd_http_host"],

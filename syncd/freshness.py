@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .checkpoints import FINAL_MARKER, MARKER, LocalFile
 from .fsutil import atomic_write_json, read_json
+from .hashing import sha256_stream
 from .manifest import Manifest
-from .remotes.base import sha256_stream
 
 # Written by restore or by us when a copy lacks them: never a difference by themselves.
 _OUR_MARKERS = (MARKER, FINAL_MARKER)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
 from .errors import IntegrityError, UnsafeManifestError
-from .remotes.base import Digest
+from .hashing import Digest
 
 MANIFEST_NAME = "syncd-manifest.json"
 FORMAT = 1

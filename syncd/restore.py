@@ -30,9 +30,10 @@ from . import freshness, identity
 from .checkpoints import MARKER, scan_local, walk_files, write_checkpoint_marker
 from .errors import ConfigError, IntegrityError, NothingToRestore, RemoteError, SyncdError
 from .fsutil import atomic_write_json, fsync_dir, read_json
+from .hashing import CHUNK_BYTES, Digest, Hasher, hash_file
 from .manifest import MANIFEST_NAME, Manifest
 from .remote_state import UNREADABLE, Entry, RemoteIndex
-from .remotes.base import CHUNK_BYTES, Digest, Hasher, Remote, hash_file, join
+from .remotes.base import Remote, join
 
 RESCANS = 3  # another machine may prune while we restore: look again this often
 

@@ -43,6 +43,7 @@ from .checkpoints import LocalFile, walk_files
 from .errors import Cancelled, IntegrityError, QuotaError, RemoteError, SourceChanged
 from .faults import crash_point
 from .fsutil import atomic_write_bytes
+from .hashing import Digest, sha256_stream
 from .identity import read_remote_owner, short
 from .manifest import MANIFEST_NAME, Manifest, build_manifest
 from .remote_state import (
@@ -54,7 +55,7 @@ from .remote_state import (
     read_claim,
     read_manifest,
 )
-from .remotes.base import Digest, Remote, join, sha256_stream
+from .remotes.base import Remote, join
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 Paths given to a remote are relative POSIX paths under the remote's root, e.g.
 ``"myrun/checkpoint-500.partial/model.safetensors"``. ``""`` is the root itself.
 
-Required methods (every backend, one conformance suite in tests/remotes):
+Required methods (every backend; the conformance suite in tests/remotes holds each
+one to them):
 
 - ``list_dirs(prefix)``   names of the immediate sub-folders of ``prefix``; ``[]``
                           when ``prefix`` does not exist.
@@ -16,33 +17,43 @@ Required methods (every backend, one conformance suite in tests/remotes):
 - ``write_bytes(dest, data)``  small files (manifests); replaces ``dest`` whole.
 - ``open_read(path)``     a binary file object streaming the stored bytes.
 - ``delete(prefix)``      remove a file or a whole folder; idempotent (missing is fine).
+- ``close()``             release connections; the remote is not used afterwards.
 
-Optional capabilities, declared in ``Capabilities`` and filled in once at
-construction; callers fall back to the required methods when one is missing:
+Optional capabilities: each backend declares a frozen ``Capabilities`` record once,
+at construction, and callers read the record, never probe for methods. The methods
+behind them are part of the protocol too; a backend without the capability keeps
+the protocol's own body, which is the fallback described here:
 
-- ``rename``: ``rename_dir(src, dst)`` moves a folder atomically (``dst`` absent).
-- ``server_md5``: ``stat`` returns the md5 the server computed, so verification
-  needs no read-back.
-- ``quota``: ``quota()`` returns a ``Quota``.
-- ``resumable_upload``: an interrupted ``put_file`` continues where it stopped.
+- ``rename``: ``rename_dir(src, dst)`` moves the folder ``src`` to ``dst`` in one
+  atomic step. It fails with ``RemoteError``, changing nothing, when ``src`` is
+  missing or ``dst`` exists (even as an empty folder): a commit never merges into,
+  nor replaces, a folder. Without it ``rename_dir`` raises ``RemoteError``; callers
+  upload straight to the final name and let the manifest, written last, commit.
+- ``server_md5``: ``RemoteFile.md5`` (from ``stat`` and ``list_files``) is the md5 the
+  server computed from the bytes it holds, so verification needs no read-back. It
+  may still be ``None`` for a file the server has no plain md5 of (an S3 multipart
+  object). Without it ``RemoteFile.md5`` is always ``None`` and verifiers read back.
+- ``quota``: ``quota()`` returns the account's ``Quota``. Without it ``quota()``
+  returns ``None``, "unknown": callers go ahead and let a full remote fail the upload.
+- ``resumable_upload``: a ``put_file`` cut off by a crash continues from where the
+  server last acknowledged on the next try, instead of sending the whole file again.
+  Nothing to call: it is a promise about ``put_file``.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-# Big enough to amortise syscalls and hashing, small enough to keep RSS flat.
-CHUNK_BYTES = 4 * 1024 * 1024
-
-Progress = Callable[[int], None]  # called with the number of new bytes moved
+from ..errors import RemoteError
+from ..hashing import Digest, Progress
 
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What a backend can do beyond the required methods (see the module docstring)."""
+
     rename: bool = False
     server_md5: bool = False
     quota: bool = False
@@ -53,14 +64,7 @@ class Capabilities:
 class RemoteFile:
     path: str
     size: int
-    md5: str | None = None  # only where the server computes it
-
-
-@dataclass(frozen=True)
-class Digest:
-    size: int
-    md5: str
-    sha256: str
+    md5: str | None = None  # only where the server computes it (Capabilities.server_md5)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class Quota:
 
 @runtime_checkable
 class Remote(Protocol):
+    """A backend. Subclass it to inherit the fallbacks of the optional methods."""
+
     url: str
     capabilities: Capabilities
 
@@ -88,75 +94,13 @@ class Remote(Protocol):
     def delete(self, prefix: str) -> None: ...
     def close(self) -> None: ...
 
+    def rename_dir(self, src: str, dst: str) -> None:
+        """Capability ``rename``. The fallback refuses: nothing moves."""
+        raise RemoteError(f"rename {src} -> {dst}: {self.url} cannot rename folders")
 
-class Hasher:
-    """md5 and sha256 of a byte stream, fed chunk by chunk.
-
-    As a context manager it computes md5 on a side thread while the caller does
-    sha256 and the I/O (hashlib drops the GIL on large buffers): md5 is the slow
-    one, and this takes it off the critical path. Callers must not reuse a chunk's
-    buffer until the next ``update`` returns.
-    """
-
-    def __init__(self) -> None:
-        self.size = 0
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha = hashlib.sha256()
-        self._side = None
-        self._pending = None
-
-    def __enter__(self) -> Hasher:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-md5")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._drain()
-        self._side.shutdown(wait=True)
-        self._side = None
-
-    def _drain(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-
-    def update(self, chunk: bytes | memoryview) -> None:
-        self.size += len(chunk)
-        if self._side is None:
-            self._md5.update(chunk)
-        else:
-            self._drain()  # the previous chunk's md5 is done before this one starts
-            self._pending = self._side.submit(self._md5.update, chunk)
-        self._sha.update(chunk)
-
-    def digest(self) -> Digest:
-        self._drain()
-        return Digest(self.size, self._md5.hexdigest(), self._sha.hexdigest())
-
-
-def sha256_stream(fh: BinaryIO) -> tuple[int, str]:
-    """(size, sha256) of a stream: the cheap check of bytes read back."""
-    h = hashlib.sha256()
-    size = 0
-    while chunk := fh.read(CHUNK_BYTES):
-        size += len(chunk)
-        h.update(chunk)
-    return size, h.hexdigest()
-
-
-def hash_stream(fh: BinaryIO, progress: Progress | None = None) -> Digest:
-    h = Hasher()
-    while chunk := fh.read(CHUNK_BYTES):
-        h.update(chunk)
-        if progress:
-            progress(len(chunk))
-    return h.digest()
-
-
-def hash_file(path: Path, progress: Progress | None = None) -> Digest:
-    with open(path, "rb", buffering=0) as fh:
-        return hash_stream(fh, progress)
+    def quota(self) -> Quota | None:
+        """Capability ``quota``. The fallback: ``None``, the quota is unknown."""
+        return None
 
 
 def join(*parts: str) -> str:

@@ -1,8 +1,10 @@
 """Any fsspec filesystem as a remote: ``s3://bucket/prefix``, ``gs://``, ``memory://``.
 
 Object stores have no atomic folder rename, so uploads go straight to
-``checkpoint-N/`` and only the manifest, written last, commits them. S3 reports
-an md5 (the ETag) for single-part objects; otherwise the uploader reads back.
+``checkpoint-N/`` and only the manifest, written last, commits them. S3 computes
+an md5 (the ETag) of each single-part object it stores, so an ``s3://`` remote
+declares ``server_md5``; for multipart objects and every other filesystem the md5
+is ``None`` and the uploader reads back.
 
 The URL's key is normalised once, here: ``s3://bucket//prefix/`` and
 ``s3://bucket/prefix`` name the same objects, so a listing and a ``stat`` can
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import CredentialsError, RemoteError, SyncdError
-from .base import CHUNK_BYTES, Capabilities, Digest, Hasher, Progress, RemoteFile, join
+from ..hashing import CHUNK_BYTES, Digest, Hasher, Progress
+from .base import Capabilities, Remote, RemoteFile, join
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +115,8 @@ class _Reading:
         self.close()
 
 
-class FsspecRemote:
-    capabilities = Capabilities()
+class FsspecRemote(Remote):
+    capabilities = Capabilities()  # an s3:// instance adds server_md5 (see __init__)
 
     def __init__(self, url: str) -> None:
         import fsspec
@@ -132,6 +135,8 @@ class FsspecRemote:
         self.base = ("/" if base.startswith("/") else "") + "/".join(s for s in base.split("/") if s)
         protocol = self.fs.protocol
         self._is_s3 = "s3" in ((protocol,) if isinstance(protocol, str) else protocol)
+        if self._is_s3:
+            self.capabilities = Capabilities(server_md5=True)
         # Bucketed stores (s3, gs ...): a missing bucket is a typo, not an empty remote.
         self._bucket = self.fs.split_path(self.base)[0] if hasattr(self.fs, "split_path") and self.base else None
         self._bucket_seen = False
@@ -189,8 +194,9 @@ class FsspecRemote:
                 out.append(RemoteFile(rel, int(info.get("size") or 0), self._md5_of(info)))
         return sorted(out, key=lambda f: f.path)
 
-    @staticmethod
-    def _md5_of(info: dict) -> str | None:
+    def _md5_of(self, info: dict) -> str | None:
+        if not self.capabilities.server_md5:
+            return None  # an ETag elsewhere is not an md5 of the bytes, whatever it looks like
         m = _PLAIN_MD5.match(str(info.get("ETag") or info.get("etag") or ""))
         return m.group(1) if m else None
 

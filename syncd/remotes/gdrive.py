@@ -47,11 +47,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ..errors import CredentialsError, QuotaError, RemoteError
 from ..fsutil import atomic_write_json, read_json
-from .base import CHUNK_BYTES, Capabilities, Digest, Progress, Quota, RemoteFile, join
+from ..hashing import CHUNK_BYTES, Digest, Progress
+from .base import Capabilities, Quota, RemoteFile, join
 from .gdrive_auth import describe_refresh_error, load_credentials
+from .gdrive_options import GDriveOptions
 
 if TYPE_CHECKING:
-    from ..config import SyncConfig
+    from .registry import RemoteSettings
 
 log = logging.getLogger(__name__)
 
@@ -409,13 +411,14 @@ class GDriveRemote:
         self._gauth.service = self._service
 
     @classmethod
-    def from_config(cls, url: str, cfg: SyncConfig, **kwargs: Any) -> GDriveRemote:
+    def from_config(cls, url: str, cfg: RemoteSettings, **kwargs: Any) -> GDriveRemote:
+        opts = GDriveOptions.of(cfg.remote_options)
         return cls(
             url,
-            credentials=cfg.gdrive_credentials,
-            root_id=cfg.gdrive_root_id,
-            root_url=cfg.gdrive_root_url,
-            chunk_bytes=int(cfg.gdrive_chunk_mb * MIB),
+            credentials=opts.credentials,
+            root_id=opts.root_id,
+            root_url=opts.root_url,
+            chunk_bytes=opts.chunk_bytes,
             delete_mode=cfg.delete_mode,
             state_dir=cfg.state_dir / "gdrive-uploads",
             **kwargs,

@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import ConfigError, CredentialsError
 from ..fsutil import atomic_write_json
+from .gdrive_options import GDriveOptions
 
 if TYPE_CHECKING:
-    from ..config import SyncConfig
+    from .registry import RemoteSettings
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ def _code_from_line(line: str) -> str | None:
 
 
 def run_auth(
-    cfg: SyncConfig,
+    cfg: RemoteSettings,
     client_secrets: Path,
     *,
     read_line: Callable[[], str] = input,
@@ -234,16 +235,17 @@ def run_auth(
 
     The redirect goes to a loopback port that this function listens on; on a machine
     without a browser, open the URL elsewhere and paste the address the browser was
-    sent to (or just its ``code``) here. Saves ``cfg.gdrive_credentials`` with mode
+    sent to (or just its ``code``) here. Saves ``syncd_gdrive_credentials`` with mode
     0600, atomically, and returns its path.
     """
     ensure_oauth2client_importable()
     from oauth2client.client import FlowExchangeError, OAuth2WebServerFlow
 
     out = out or sys.stderr
-    if not cfg.gdrive_credentials:
+    credentials = GDriveOptions.of(cfg.remote_options).credentials
+    if not credentials:
         raise ConfigError("set syncd_gdrive_credentials in the config to the file where syncd auth saves credentials")
-    dest = Path(cfg.gdrive_credentials).expanduser()
+    dest = Path(credentials).expanduser()
     secrets = _read_client_secrets(Path(client_secrets))
     codes: queue.Queue[str] = queue.Queue()
     handler = type("Handler", (_RedirectHandler,), {"codes": codes})

@@ -12,7 +12,9 @@ on the same filesystem: unmounted mid-run, it is an error, never re-created.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import os
 import shutil
 import stat
@@ -21,10 +23,45 @@ from typing import BinaryIO
 
 from ..errors import IntegrityError, RemoteError
 from ..fsutil import atomic_write_bytes, fsync_dir
-from .base import CHUNK_BYTES, Capabilities, Digest, Hasher, Progress, RemoteFile
+from ..hashing import CHUNK_BYTES, Digest, Hasher, Progress
+from .base import Capabilities, Quota, Remote, RemoteFile
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
 
 
-class LocalRemote:
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """``os.rename`` that never replaces ``dst``: ``FileExistsError`` when it exists.
+
+    ``os.rename`` silently replaces an *empty* folder at ``dst``, which would let a
+    commit land on a folder someone else just made. ``renameat2(RENAME_NOREPLACE)``
+    refuses atomically; where it is missing (another OS, an old kernel, a network
+    filesystem without it) we check, then rename, which leaves only a narrow race.
+    """
+    fn = _renameat2()
+    if fn is not None:
+        if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
+class LocalRemote(Remote):
     capabilities = Capabilities(rename=True, quota=True)
 
     def __init__(self, root: Path) -> None:
@@ -171,14 +208,12 @@ class LocalRemote:
     def rename_dir(self, src: str, dst: str) -> None:
         self._root_ready(create=False)
         try:
-            os.rename(self._p(src), self._p(dst))  # fails rather than merging if dst exists
+            rename_noreplace(self._p(src), self._p(dst))  # never merges into, nor replaces, a folder
             fsync_dir(self._p(dst).parent)
         except OSError as e:
             raise RemoteError(f"rename {src} -> {dst}: {e.strerror or e}") from e
 
-    def quota(self):
-        from .base import Quota
-
+    def quota(self) -> Quota | None:
         try:
             du = shutil.disk_usage(self.root if self.root.exists() else self.root.parent)
         except OSError:

@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 
 from syncd.errors import RemoteError
+from syncd.hashing import hash_stream
 from syncd.manifest import MANIFEST_NAME
 from syncd.remote_state import RemoteIndex
-from syncd.remotes.base import hash_stream, join
+from syncd.remotes.base import join
 from syncd.remotes.fsspec_remote import FsspecRemote
 from syncd.remotes.local import LocalRemote
 from syncd.upload import read_journal

@@ -1,39 +1,54 @@
 """Backends for the conformance suite. Each factory builds a fresh, empty remote.
 
-A new backend joins the suite by adding its factory to ``FACTORIES``.
+A factory returns the remote and its quota truth: a function that says, from outside
+the backend, what ``quota()`` must report now (``None`` for a backend without the
+``quota`` capability). A new backend joins the suite by adding its factory to
+``FACTORIES``.
 """
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from syncd.remotes.base import Capabilities, Remote
+from syncd.remotes.base import Quota, Remote
+
+# What quota() must report: (the quota, whether "used" must match exactly). A shared
+# local disk is written by other processes meanwhile, so only its limit is exact.
+QuotaTruth = Callable[[], "tuple[Quota, bool] | None"]
+Factory = Callable[[Path, pytest.FixtureRequest], "tuple[Remote, QuotaTruth]"]
 
 
-def _local(tmp_path: Path, request) -> Remote:
+def _local(tmp_path: Path, request) -> tuple[Remote, QuotaTruth]:
     from syncd.remotes.local import LocalRemote
 
-    return LocalRemote(tmp_path / "remote")
+    root = tmp_path / "remote"
+
+    def truth() -> tuple[Quota, bool]:
+        du = shutil.disk_usage(root)  # usable size: used + what we may still write
+        return Quota(du.used + du.free, du.used), False
+
+    return LocalRemote(root), truth
 
 
-def _memory(tmp_path: Path, request) -> Remote:
+def _memory(tmp_path: Path, request) -> tuple[Remote, QuotaTruth]:
     from syncd.remotes.fsspec_remote import FsspecRemote
 
-    return FsspecRemote(f"memory://conformance-{uuid.uuid4().hex}/root")
+    return FsspecRemote(f"memory://conformance-{uuid.uuid4().hex}/root"), lambda: None
 
 
-def _s3(tmp_path: Path, request) -> Remote:
+def _s3(tmp_path: Path, request) -> tuple[Remote, QuotaTruth]:
     from syncd.remotes.fsspec_remote import FsspecRemote
 
     bucket = request.getfixturevalue("s3_bucket")
-    return FsspecRemote(f"s3://{bucket}/prefix")
+    return FsspecRemote(f"s3://{bucket}/prefix"), lambda: None
 
 
-FACTORIES: dict[str, Callable[[Path, pytest.FixtureRequest], Remote]] = {
+FACTORIES: dict[str, Factory] = {
     "local": _local,
     "memory": _memory,
     "s3": _s3,
@@ -46,40 +61,15 @@ if (Path(__file__).parents[1] / "gdrive" / "conformance.py").exists():
     FACTORIES["gdrive"] = gdrive_factory
 
 
-def _declared(kind: str) -> Capabilities:
-    """The capabilities a backend's class declares, without building one."""
-    if kind == "local":
-        from syncd.remotes.local import LocalRemote
-
-        return LocalRemote.capabilities
-    if kind == "gdrive":
-        from syncd.remotes.gdrive import GDriveRemote
-
-        return GDriveRemote.capabilities
-    from syncd.remotes.fsspec_remote import FsspecRemote
-
-    return FsspecRemote.capabilities
-
-
-def _remote(request, tmp_path) -> Iterator[Remote]:
-    r = FACTORIES[request.param](tmp_path, request)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
 @pytest.fixture(params=sorted(FACTORIES))
-def remote(request, tmp_path) -> Iterator[Remote]:
-    yield from _remote(request, tmp_path)
+def made(request, tmp_path) -> Iterator[tuple[Remote, QuotaTruth]]:
+    remote, truth = FACTORIES[request.param](tmp_path, request)
+    try:
+        yield remote, truth
+    finally:
+        remote.close()
 
 
-@pytest.fixture(params=sorted(k for k in FACTORIES if _declared(k).rename))
-def renaming_remote(request, tmp_path) -> Iterator[Remote]:
-    """Every backend that declares ``rename``: the suite's rename clauses run on these only."""
-    yield from _remote(request, tmp_path)
-
-
-@pytest.fixture(params=sorted(k for k in FACTORIES if _declared(k).quota))
-def quota_remote(request, tmp_path) -> Iterator[Remote]:
-    yield from _remote(request, tmp_path)
+@pytest.fixture
+def remote(made) -> Remote:
+    return made[0]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 
 import pytest
 
 from syncd.errors import RemoteError
-from syncd.remotes.base import CHUNK_BYTES
+from syncd.hashing import CHUNK_BYTES
+from syncd.remotes.base import Capabilities, Quota, Remote
 
 
 def _file(tmp_path, name, data: bytes):
@@ -74,26 +76,40 @@ def test_delete_is_idempotent_for_files_and_folders(remote, tmp_path):
     assert remote.stat("run/keep") is None
 
 
-def test_a_capability_is_declared_exactly_when_its_method_exists(remote):
-    # Callers read the record, never probe for methods: the two must agree (and the
-    # clauses below run on the backends that declare each one).
-    assert remote.capabilities.rename == callable(getattr(remote, "rename_dir", None))
-    assert remote.capabilities.quota == callable(getattr(remote, "quota", None))
+def test_the_protocol_and_a_frozen_capabilities_record(remote):
+    assert isinstance(remote, Remote)
+    assert isinstance(remote.capabilities, Capabilities)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        remote.capabilities.rename = not remote.capabilities.rename  # type: ignore[misc]
 
 
-def test_rename_moves_a_folder_when_declared(renaming_remote, tmp_path):
-    remote = renaming_remote
+def test_md5_is_reported_exactly_where_the_server_computes_it(remote, tmp_path):
+    data = b"checksummed by whom?" * 100
+    d = remote.put_file(_file(tmp_path, "m.bin", data), "run/ck/m.bin")
+    reported = {remote.stat("run/ck/m.bin").md5} | {f.md5 for f in remote.list_files("run/ck")}
+    if remote.capabilities.server_md5:
+        assert reported == {d.md5}, "a server md5 must be the md5 of the bytes stored"
+    else:
+        assert reported == {None}, "without server_md5 no md5 may be reported: verifiers would trust it"
+
+
+def test_rename_moves_a_folder_or_refuses_as_documented(remote, tmp_path):
     src = _file(tmp_path, "f", b"abc")
     remote.put_file(src, "run/c.partial/a")
     remote.put_file(src, "run/c.partial/d/b")
-    remote.rename_dir("run/c.partial", "run/c")
-    assert remote.list_dirs("run") == ["c"]
-    assert [f.path for f in remote.list_files("run/c")] == ["a", "d/b"]
+    if remote.capabilities.rename:
+        remote.rename_dir("run/c.partial", "run/c")
+        assert remote.list_dirs("run") == ["c"]
+        assert [f.path for f in remote.list_files("run/c")] == ["a", "d/b"]
+    else:  # the protocol's fallback: a RemoteError, and nothing moved
+        with pytest.raises(RemoteError, match="cannot rename"):
+            remote.rename_dir("run/c.partial", "run/c")
+        assert remote.list_dirs("run") == ["c.partial"]
+        assert [f.path for f in remote.list_files("run/c.partial")] == ["a", "d/b"]
 
 
-def test_rename_onto_an_existing_folder_fails_and_changes_nothing(renaming_remote, tmp_path):
+def test_rename_onto_an_existing_folder_fails_and_changes_nothing(remote, tmp_path):
     # base.py promises it: a commit must never merge into, or replace, a folder that exists.
-    remote = renaming_remote
     remote.put_file(_file(tmp_path, "new", b"new"), "run/c.partial/a")
     remote.put_file(_file(tmp_path, "old", b"old!"), "run/c/a")
     with pytest.raises(RemoteError):
@@ -105,12 +121,34 @@ def test_rename_onto_an_existing_folder_fails_and_changes_nothing(renaming_remot
         assert fh.read() == b"new"
 
 
-def test_quota_when_declared_adds_up(quota_remote):
-    q = quota_remote.quota()
-    assert q is not None and q.used_bytes >= 0 and q.trash_bytes >= 0
-    if q.limit_bytes is not None:
-        assert q.used_bytes <= q.limit_bytes
-        assert q.free_bytes == q.limit_bytes - q.used_bytes
+def test_rename_onto_an_existing_empty_folder_fails_too(remote, tmp_path):
+    # A plain rename(2) replaces an empty folder; the contract says "dst exists" fails.
+    remote.put_file(_file(tmp_path, "new", b"new"), "run/c.partial/a")
+    remote.put_file(_file(tmp_path, "x", b"x"), "run/c/x")
+    remote.delete("run/c/x")
+    if remote.capabilities.rename:  # folders are real where they can be renamed: an empty one stays
+        assert "c" in remote.list_dirs("run") and remote.list_files("run/c") == []
+    with pytest.raises(RemoteError):
+        remote.rename_dir("run/c.partial", "run/c")
+    assert [f.path for f in remote.list_files("run/c.partial")] == ["a"]
+    assert remote.list_files("run/c") == []
+
+
+def test_quota_is_the_accounts_or_unknown_as_documented(made, tmp_path):
+    remote, truth = made
+    remote.put_file(_file(tmp_path, "q", b"q" * 300_000), "run/ck/q")
+    q, expected = remote.quota(), truth()
+    if not remote.capabilities.quota:
+        assert q is None and expected is None  # the fallback: unknown, and callers go ahead
+        return
+    want, exact = expected
+    assert isinstance(q, Quota)
+    assert q.limit_bytes == want.limit_bytes
+    assert q.trash_bytes >= 0 and 0 < q.used_bytes <= q.limit_bytes
+    assert q.free_bytes == q.limit_bytes - q.used_bytes
+    if exact:
+        assert (q.used_bytes, q.trash_bytes) == (want.used_bytes, want.trash_bytes)
+        assert q.used_bytes >= 300_000
 
 
 def test_missing_source_is_an_error_not_a_crash(remote, tmp_path):

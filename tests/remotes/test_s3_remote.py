@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from syncd.errors import Cancelled, CredentialsError, RemoteError
-from syncd.remotes.base import CHUNK_BYTES
+from syncd.hashing import CHUNK_BYTES
 from syncd.remotes.fsspec_remote import FsspecRemote, stale_uploads
 
 

@@ -155,7 +155,7 @@ def test_absurd_numbers_are_exit_2(tmp_path, capsys, key, value, message, how):
 def test_bounds_themselves_are_accepted(tmp_path):
     cfg = build_config({"output_dir": "o", "syncd_http_port": 65535, "syncd_interval_seconds": 86400,
                         "syncd_gdrive_chunk_mb": 1024}, base_dir=tmp_path)
-    assert (cfg.http_port, cfg.interval_seconds, cfg.gdrive_chunk_mb) == (65535, 86400.0, 1024.0)
+    assert (cfg.http_port, cfg.interval_seconds, cfg.remote_options["syncd_gdrive_chunk_mb"]) == (65535, 86400.0, 1024.0)
 
 
 # -- 5. NUL bytes in paths -------------------------------------------------------------

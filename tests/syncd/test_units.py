@@ -19,8 +19,8 @@ from syncd.checkpoints import (
 )
 from syncd.config import build_config, parse_overrides
 from syncd.errors import ConfigError, IntegrityError, UnsafeManifestError
+from syncd.hashing import Digest
 from syncd.manifest import build_manifest, parse_manifest
-from syncd.remotes.base import Digest
 from syncd.stage import stage
 
 
