@@ -94,6 +94,10 @@ class OriginalArguments:
     target_lang: str | None = None
     add_t5_tags: bool = False  # run_glue.py only
     skip_special_tokens: bool = True  # how generated text is decoded for its metrics
+    # Seq2SeqTrainingArguments: the original's summarisation and translation scripts only.
+    sortish_sampler: bool = False
+    generation_max_length: int | None = None
+    generation_num_beams: int | None = None
     # TrainingArguments (the original's additions, and 4.25 keys transformers 5 dropped)
     overwrite_output_dir: bool = False  # checked against every checkpoint (check_overwrite)
     logging_dir: str | None = None  # tensorboard's folder (build.py)
@@ -152,6 +156,9 @@ NO_EFFECT = {
     "val_max_target_length": "only the original's seq2seq scripts read it",
     "max_predict_samples": "only the original's seq2seq scripts read it",
     "num_beams": "only the original's seq2seq scripts read it",
+    "sortish_sampler": "only the original's seq2seq scripts read it",
+    "generation_max_length": "only the original's seq2seq scripts read it",
+    "generation_num_beams": "only the original's seq2seq scripts read it",
     "source_lang": "only the original's seq2seq scripts read it",
     "target_lang": "only the original's seq2seq scripts read it",
     "resize_position_embeddings": "only the original's seq2seq scripts read it; a max_seq_length beyond "
@@ -179,9 +186,18 @@ UNSUPPORTED = {
 }
 
 
+# max_seq_length null: the original's tokenize step takes the tokenizer's model_max_length,
+# which is 512 for every RoBERTa tokenizer (ours in data/tokenizer too).
+ROBERTA_MAX_LENGTH = 512
+
+
 def rename_legacy(data: dict[str, Any], training_fields: set[str]) -> dict[str, Any]:
     """``max_train_steps`` and friends to the Trainer's names, one line each."""
     out = {}
+    if "max_seq_length" in data and data["max_seq_length"] is None:
+        logger.info("max_seq_length null: the original takes the tokenizer's limit, %d for RoBERTa; read as %d",
+                    ROBERTA_MAX_LENGTH, ROBERTA_MAX_LENGTH)
+        data = {**data, "max_seq_length": ROBERTA_MAX_LENGTH}
     for key, value in data.items():
         new = LEGACY_NAMES.get(key)
         if new is not None and key not in training_fields:
