@@ -140,7 +140,7 @@ def train(run) -> None:
 
         # Every rank reads these files in train(); check them all before anything is
         # touched (the loss log is cut back below), so a bad one costs nothing.
-        check_checkpoint(plan.path)
+        check_checkpoint(plan.path, trainer)
     if trainer.is_world_process_zero():
         logger.info(plan.why)
         if plan.fresh:

@@ -69,6 +69,7 @@ def load_model_config(model_args, diffusion, tokenizer, max_seq_length: int):
     config.eos_token_id = tokenizer.eos_token_id
     # Saved with the model so that sampling needs nothing but the checkpoint.
     config.self_condition = diffusion.self_condition
+    config.simplex_embedding = diffusion.simplex_embedding
     config.self_condition_zeros_after_softmax = diffusion.self_condition_zeros_after_softmax
     config.simplex_value = diffusion.simplex_value
     config.num_diffusion_steps = diffusion.num_diffusion_steps
@@ -148,6 +149,10 @@ def build_trainer(cfg) -> Run:
         raise ConfigError(f"cannot load model {cfg.model.model_name_or_path}: {_first_line(e)}") from None
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
+    if cfg.run.init_from_checkpoint:
+        from .original_format import init_weights
+
+        init_weights(model, cfg.run.init_from_checkpoint)  # a resume below still loads its own weights
     samples = None
     if eval_ds is not None and cfg.diffusion.eval_num_samples:
         samples = eval_ds.select(range(min(cfg.diffusion.eval_num_samples, len(eval_ds))))

@@ -14,6 +14,7 @@ the way Trainer will, and stops with one line naming the file and the problem.
         optimizer.pt                  required; torch.load(weights_only=True), a state dict
         scheduler.pt                  required; torch.load(weights_only=True), a dict
         rng_state*.pth, scaler.pt     optional; when present they must load
+        an original TESS checkpoint   also maps onto the model and optimizer (original_format.py)
 
 Everything loads with ``weights_only=True``, as Trainer itself does, so a file that
 needs arbitrary unpickling fails here rather than being executed.
@@ -75,10 +76,10 @@ def _torch_load(ckpt: Path, name: str, *, numpy_ok: bool = False):
 
     path = ckpt / name
     try:
-        if numpy_ok:  # RNG states hold numpy arrays; Trainer allowlists exactly these
-            from transformers.trainer_pt_utils import safe_globals
+        if numpy_ok:  # RNG states hold numpy arrays: exactly these are allowed, as the resume does
+            from .original_format import numpy_safe_globals
 
-            with safe_globals():
+            with numpy_safe_globals():
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever a damaged file raises, it does not load
@@ -126,8 +127,12 @@ def _check_weights(ckpt: Path) -> str:
     raise _fail(ckpt, SAFE_WEIGHTS, f"is missing (nor is there {TORCH_WEIGHTS} or a shard index)")
 
 
-def check_checkpoint(ckpt: str | Path) -> int:
-    """Raise CheckpointError unless every file Trainer resumes from loads; returns global_step."""
+def check_checkpoint(ckpt: str | Path, trainer=None) -> int:
+    """Raise CheckpointError unless every file Trainer resumes from loads; returns global_step.
+
+    With ``trainer``, a checkpoint of the original TESS is also mapped onto its model and
+    optimizer (trainer/original_format.py), so one that cannot continue stops here.
+    """
     ckpt = Path(ckpt)
     if not ckpt.is_dir():
         raise CheckpointError(f"cannot resume from {ckpt}: not a folder; {START_OVER}")
@@ -146,4 +151,9 @@ def check_checkpoint(ckpt: str | Path) -> int:
     for name in OPTIONAL_TORCH_FILES:
         if (ckpt / name).is_file():
             _torch_load(ckpt, name)
+    if trainer is not None:
+        from . import original_format
+
+        if original_format.is_original(ckpt):
+            original_format.check(ckpt, trainer)
     return step

@@ -28,6 +28,7 @@ from transformers import Trainer, TrainerCallback
 from syncd.checkpoints import MARKER, write_checkpoint_marker
 
 from .args import DiffusionArguments
+from .original_format import OriginalResumeMixin
 from .sampling import SamplingOptions, entity_exact_match, generate
 from .schedule import cosine_alpha_bars, scaled_timesteps
 from .simplex import noisy_simplex
@@ -75,7 +76,7 @@ def tess_loss(model, inputs, alpha_bars: torch.Tensor, diffusion: DiffusionArgum
     return model(**common, previous_pred=previous, labels=labels)
 
 
-class TessTrainer(Trainer):
+class TessTrainer(OriginalResumeMixin, Trainer):
     kg_eval = None  # kg_rank.EvalRanking: the small kg-rank at each evaluation of a kg_quad run
     sample_metrics = None  # text_metrics.SampleMetrics: dist-n, repetition, zipf, perplexity of the samples
 
