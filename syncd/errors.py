@@ -47,6 +47,12 @@ class NothingToRestore(SyncdError):
     exit_code = 5
 
 
+class ResumeError(SyncdError):
+    """No usable checkpoint where one was expected (a folder of only half-written ones)."""
+
+    exit_code = 2
+
+
 class LockedError(SyncdError):
     """Another daemon already owns this output folder."""
 

@@ -74,6 +74,9 @@ def main() -> None:
     p.add_argument("--resume", default=None, help="'auto' for the newest checkpoint, or a path")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--data-seed", type=int, default=0, help="another one after a resume forks the run")
+    p.add_argument("--syncd", nargs="?", const="", default=None, metavar="CONFIG",
+                   help="add syncd.hf.SyncdCallback (given a config, it starts syncd when none runs)")
+    p.add_argument("--syncd-wait", type=float, default=None, help="SyncdCallback's wait_timeout_seconds")
     a = p.parse_args()
     torch.manual_seed(0)
     cfg = RobertaConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=1,
@@ -88,6 +91,10 @@ def main() -> None:
     callbacks = [Slow(a.step_sleep)] if a.step_sleep else []
     if a.late_shards:
         callbacks.append(LateShards(a.late_shards, a.late_gap))
+    if a.syncd is not None:
+        from syncd.hf import SyncdCallback
+
+        callbacks.append(SyncdCallback(a.syncd or None, wait_timeout_seconds=a.syncd_wait))
     trainer = Trainer(model=model, args=args, train_dataset=RandomMLM(64, 16, a.vocab, a.data_seed), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=True if a.resume == "auto" else a.resume)
     if a.save_final:

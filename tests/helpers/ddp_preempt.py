@@ -1,0 +1,46 @@
+"""One rank of a gloo group driving PreemptionCallback through Trainer-like steps.
+
+    python ddp_preempt.py RANK WORLD_SIZE INIT_FILE SIGNALLED_RANK SIGNAL_STEP
+
+Only SIGNALLED_RANK gets a SIGTERM, during step SIGNAL_STEP (as when a launcher or a
+node's agent signals one process first). Every rank prints ``STOP <rank> <step>`` at
+the step end where its control says to save and stop, which must be the same step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import SimpleNamespace
+
+import torch.distributed as dist
+from transformers import TrainerControl, TrainerState
+
+from syncd.hf import PreemptionCallback
+
+
+def main() -> int:
+    rank, world, init_file, signalled, at = sys.argv[1:6]
+    rank, world, signalled, at = int(rank), int(world), int(signalled), int(at)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    args = SimpleNamespace(output_dir=".", should_save=rank == 0)
+    state, control = TrainerState(), TrainerControl()
+    state.is_world_process_zero = rank == 0
+    cb = PreemptionCallback(exit_on_preemption=False)
+    cb.on_train_begin(args, state, control)
+    for step in range(1, 50):
+        state.global_step = step
+        if rank == signalled and step == at:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled: the process goes on to the step end
+        control = cb.on_step_end(args, state, control)
+        if control.should_training_stop:
+            print(f"STOP {rank} {step} save={control.should_save}", flush=True)
+            break
+    cb.on_train_end(args, state, control)
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
