@@ -382,10 +382,10 @@ class FakeDrive:
         with self.lock:
             self.faults.append(Fault(kind, "drop", times, after_bytes=after_bytes))
 
-    def lose_response(self, kind: str, times: int | None = 1) -> None:
-        """Do the work, then close the connection instead of answering."""
+    def lose_response(self, kind: str, times: int | None = 1, skip: int = 0) -> None:
+        """After ``skip`` requests of ``kind``, do the work, then close the connection instead of answering."""
         with self.lock:
-            self.faults.append(Fault(kind, "lose", times))
+            self.faults.append(Fault(kind, "lose", times, skip=skip))
 
     def stall(self, kind: str, seconds: float, times: int | None = 1) -> None:
         """Sleep before answering (client timeouts)."""

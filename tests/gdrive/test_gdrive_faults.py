@@ -89,6 +89,20 @@ def test_lost_responses_do_not_duplicate_anything(remote, drive, tmp_path, kind)
     assert all(f.times == 0 for f in drive.faults)
 
 
+def test_when_the_answer_to_the_last_chunk_is_lost_a_probe_finds_the_file(remote, drive, tmp_path):
+    src, data = _src(tmp_path, n=2 * CHUNK)  # whole chunks: the last one carries the total size
+    remote.write_bytes("run/warm", b"w")
+    starts, puts = drive.count["upload_start"], drive.count["chunk"]
+    drive.lose_response("chunk", times=2, skip=1)  # twice: httplib2 re-sends once by itself
+    remote.put_file(src, "run/f.bin")
+    assert _stored(drive, "backups/run/f.bin") == data
+    assert drive.count["upload_start"] == starts + 1
+    # two chunks, httplib2's re-send of the second, then one probe that Drive answers with
+    # the file: nothing is sent again once Drive has it all
+    assert drive.count["chunk"] - puts == 4
+    assert drive.chunk_offsets[-2:] == [0, CHUNK]
+
+
 def test_cancelling_through_progress_leaves_a_resumable_session(remote, drive, tmp_path):
     src, data = _src(tmp_path)
 
