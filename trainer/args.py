@@ -37,9 +37,12 @@ RENAMED_KEYS = {
     "per_gpu_train_batch_size": "per_device_train_batch_size",
     "per_gpu_eval_batch_size": "per_device_eval_batch_size",
 }
-SELF_CONDITION_CHOICES = ("logits_addition", "logits_mean", "logits_with_projection", "logits")
+SELF_CONDITION_CHOICES = ("logits", "logits_with_projection", "logits_addition", "logits_with_projection_addition",
+                          "logits_mean", "logits_max", "logits_multiply")
+BETA_SCHEDULES = ("squaredcos_improved_ddpm", "linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+SAMPLING_TYPES = ("argmax", "sample", "top_p")
+CLASSIFIER_FREE_UNCOND_INPUTS = ("empty_token", "noisy_simplex")
 CONDITIONAL_CHOICES = ("prefix_lm", "span_infilling", "kg_quad")
-SIMPLEX_EMBEDDINGS = ("tied", "original_shared", "original_separate")  # as trainer/model.py
 
 
 @dataclass
@@ -81,6 +84,13 @@ class DataArguments:
     preprocessing_num_workers: int | None = None
     # The tokenised dataset is cached by datasets; true re-tokenises (after editing the files in place).
     overwrite_cache: bool = False
+    # The original's: drop this many tokens from the end of every batch (0: none).
+    truncation_length: int = 0
+    # prefix_lm at evaluation: the context is this many tokens (<s> included); None: half the line.
+    eval_context_size: int | None = None
+    # Pads are left out of attention and of the generated positions (so of the loss); false
+    # reproduces the original, which attends to pads and, padded to max length, generates them.
+    mask_padding: bool = True
 
 
 @dataclass
@@ -95,28 +105,34 @@ class DiffusionArguments:
     self_condition: str | None = None
     # "No previous prediction" as zeros rather than softmax(0) = uniform.
     self_condition_zeros_after_softmax: bool = False
-    # Sampling: argmax is TESS's default projection; "sample" draws from softmax(logits / T).
+    # The original's self-conditioning variants: mix softmax(x_t) and softmax(previous) before
+    # the embedding (mix_before_weights), or the logits themselves (mix_logits_before_weights);
+    # a Linear-GELU-Linear instead of one Linear for the concatenating modes (mlp_projection).
+    self_condition_mix_before_weights: bool = False
+    self_condition_mix_logits_before_weights: bool = False
+    self_condition_mlp_projection: bool = False
+    # Noise schedule of training and sampling (see trainer/schedule.py); the cosine one is TESS's.
+    beta_schedule: str = "squaredcos_improved_ddpm"
+    # Clamp the projected clean simplex to [-1, 1] at each sampling step, as the original's option.
+    clip_sample: bool = False
+    # Sampling: argmax is TESS's default projection; "sample" draws from softmax(logits / T);
+    # "top_p" is the original's: a nucleus draw when top_p is set, else argmax.
     sampling_type: str = "argmax"
-    temperature: float = 1.0  # only matters with "sample": argmax ignores it
-    top_p: float | None = None  # nucleus for "sample"; None keeps the whole distribution
+    temperature: float = 1.0  # only matters when drawing: argmax ignores it
+    top_p: float | None = None  # nucleus for "sample"/"top_p"; None keeps the whole distribution
+    # Evaluation samples from a generator seeded with the run's seed (the same at every
+    # evaluation); false draws a fresh seed each time, like the original's unseeded default.
+    generate_with_seed: bool = True
+    # Classifier-free guidance (conditional modes only): above 1, sampling mixes in a pass that
+    # sees only empty tokens, and training replaces the context by them in 10% of the batches.
+    guidance_scale: float = 1.0
+    guidance_softmax_combination: bool = True  # combine probabilities (the original's default), not logits
+    classifier_free_uncond_input: str = "empty_token"  # or noisy_simplex (with classifier_free_simplex_inputs)
+    classifier_free_simplex_inputs: bool = False  # the empty tokens enter as a simplex, not as embeddings
+    empty_token_be_mask: bool = False  # the empty token is <mask> rather than <pad>
     # Validation lines generated at each evaluation (and scored for kg_quad); sampling
     # runs M full passes per line, so a handful keeps evaluation short.
     eval_num_samples: int = 8
-    # The matrix that embeds softmax(x_t): "tied" is E itself, one Adam update of E per step;
-    # "original_shared" / "original_separate" keep the original's vocab_to_hidden_dim_embed
-    # (on E's storage, as written; or apart from E, as it runs on a GPU), to continue an
-    # original checkpoint exactly (docs/tess.md, "Continuing an original checkpoint").
-    simplex_embedding: str = "tied"
-    # At each evaluation of a kg_quad run, tess-eval kg-rank's small version: this many
-    # validation queries (0: off) against eval_kg_rank_neg_k sampled negatives, scored at
-    # timestep eval_kg_rank_t (the fork's 60; near num_diffusion_steps scores from the context alone).
-    eval_kg_rank_queries: int = 200
-    eval_kg_rank_neg_k: int = 64
-    eval_kg_rank_t: int = 60
-    # The original's generation metrics on the evaluation samples (dist-n, repetition, zipf),
-    # and their perplexity under this causal LM (hub name or folder) when one is named.
-    eval_text_metrics: bool = False
-    eval_perplexity_model: str | None = None
 
 
 @dataclass
@@ -127,9 +143,6 @@ class RunArguments:
     # "auto": the newest complete local checkpoint, else the remote's newest; a path;
     # or false to start fresh.
     resume_from_checkpoint: Any = "auto"
-    # A checkpoint (ours or the original's) whose weights alone start this run: fresh
-    # optimizer, scheduler and step; a resume from this run's own checkpoints still wins.
-    init_from_checkpoint: str | None = None
     # CPU threads for torch; None keeps torch's default. Tiny models want 1: their ops
     # are too small to split, and a second thread on a shared core stalls every op.
     torch_num_threads: int | None = None
@@ -240,11 +253,29 @@ def _check_choices(model: ModelArguments, data: DataArguments, diffusion: Diffus
     if data.conditional_generation is not None and data.conditional_generation not in CONDITIONAL_CHOICES:
         raise ConfigError(f"config key conditional_generation must be one of {', '.join(CONDITIONAL_CHOICES)} "
                           f"or null, not {data.conditional_generation!r}")
-    if diffusion.sampling_type not in ("argmax", "sample"):
-        raise ConfigError(f"config key sampling_type must be argmax or sample, not {diffusion.sampling_type!r}")
-    if diffusion.simplex_embedding not in SIMPLEX_EMBEDDINGS:
-        raise ConfigError(f"config key simplex_embedding must be one of {', '.join(SIMPLEX_EMBEDDINGS)}, "
-                          f"not {diffusion.simplex_embedding!r}")
+    for name, value, choices in (("sampling_type", diffusion.sampling_type, SAMPLING_TYPES),
+                                 ("beta_schedule", diffusion.beta_schedule, BETA_SCHEDULES),
+                                 ("classifier_free_uncond_input", diffusion.classifier_free_uncond_input,
+                                  CLASSIFIER_FREE_UNCOND_INPUTS)):
+        if value not in choices:
+            raise ConfigError(f"config key {name} must be one of {', '.join(choices)}, not {value!r}")
+    if diffusion.self_condition in ("logits", "logits_with_projection") and (
+            diffusion.self_condition_mix_before_weights or diffusion.self_condition_mix_logits_before_weights):
+        raise ConfigError(f"self_condition {diffusion.self_condition} concatenates, so it cannot mix before the "
+                          "weights; use an elementwise mode (logits_addition, logits_mean, logits_max, ...)")
+    if diffusion.self_condition_mix_logits_before_weights and diffusion.self_condition_zeros_after_softmax:
+        raise ConfigError("self_condition_mix_logits_before_weights mixes logits, so "
+                          "self_condition_zeros_after_softmax cannot apply; set one of them false")
+    if diffusion.guidance_scale < 1:
+        raise ConfigError(f"config key guidance_scale must be at least 1 (1: no guidance), "
+                          f"not {diffusion.guidance_scale!r}")
+    if data.truncation_length < 0 or data.truncation_length > data.max_seq_length - 4:
+        raise ConfigError(f"config key truncation_length must be between 0 and max_seq_length - 4, "
+                          f"not {data.truncation_length!r}")
+    if data.eval_context_size is not None and not 1 <= data.eval_context_size < data.max_seq_length - \
+            data.truncation_length:
+        raise ConfigError("config key eval_context_size must be at least 1 and below max_seq_length - "
+                          f"truncation_length, not {data.eval_context_size!r}")
     for name, value in (("simplex_value", diffusion.simplex_value), ("temperature", diffusion.temperature)):
         if value <= 0:
             raise ConfigError(f"config key {name} must be positive, not {value!r}")

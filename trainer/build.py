@@ -9,8 +9,8 @@ from typing import Any
 
 from syncd.errors import ConfigError
 
-from . import compat, kg_rank, text_metrics
-from .data import Collator, load_text_datasets, prepare_dataset
+from . import compat
+from .data import Collator, SpanMasking, load_text_datasets, prepare_dataset
 from .model import build_model
 from .tess_trainer import (
     LOSS_LOG,
@@ -36,12 +36,13 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def load_tokenizer(model_args):
+def load_tokenizer(model_args, use_fast: bool = True):
     from transformers import AutoTokenizer
 
     name = model_args.tokenizer_name or model_args.model_name_or_path
     try:
-        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
+                                             use_fast=use_fast)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load tokenizer {name}: {_first_line(e)}") from None
 
@@ -69,8 +70,14 @@ def load_model_config(model_args, diffusion, tokenizer, max_seq_length: int):
     config.eos_token_id = tokenizer.eos_token_id
     # Saved with the model so that sampling needs nothing but the checkpoint.
     config.self_condition = diffusion.self_condition
-    config.simplex_embedding = diffusion.simplex_embedding
     config.self_condition_zeros_after_softmax = diffusion.self_condition_zeros_after_softmax
+    for key in ("self_condition_mix_before_weights", "self_condition_mix_logits_before_weights",
+                "self_condition_mlp_projection", "classifier_free_uncond_input", "classifier_free_simplex_inputs",
+                "empty_token_be_mask"):
+        setattr(config, key, getattr(diffusion, key))
+    config.mask_token_id = tokenizer.mask_token_id  # classifier-free guidance's empty token, with empty_token_be_mask
+    if diffusion.empty_token_be_mask and tokenizer.mask_token_id is None:
+        raise ConfigError("empty_token_be_mask needs a tokenizer with a mask token; this one has none")
     config.simplex_value = diffusion.simplex_value
     config.num_diffusion_steps = diffusion.num_diffusion_steps
     if max_seq_length + 2 > config.max_position_embeddings:  # RoBERTa's positions start after the pad index
@@ -137,7 +144,7 @@ def build_trainer(cfg) -> Run:
         import torch
 
         torch.set_num_threads(cfg.run.torch_num_threads)
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.model, use_fast=getattr(cfg.original, "use_fast_tokenizer", True))
     # The model's shape first: a bad one fails in a second, not after tokenising.
     config = load_model_config(cfg.model, cfg.diffusion, tokenizer, cfg.data.max_seq_length)
     train_ds, eval_ds = build_datasets(cfg, tokenizer)
@@ -149,10 +156,6 @@ def build_trainer(cfg) -> Run:
         raise ConfigError(f"cannot load model {cfg.model.model_name_or_path}: {_first_line(e)}") from None
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
-    if cfg.run.init_from_checkpoint:
-        from .original_format import init_weights
-
-        init_weights(model, cfg.run.init_from_checkpoint)  # a resume below still loads its own weights
     samples = None
     if eval_ds is not None and cfg.diffusion.eval_num_samples:
         samples = eval_ds.select(range(min(cfg.diffusion.eval_num_samples, len(eval_ds))))
@@ -166,13 +169,13 @@ def build_trainer(cfg) -> Run:
         diffusion=cfg.diffusion,
         sample_dataset=samples,
         conditional=cfg.data.conditional_generation,
+        masking=SpanMasking(cfg.data.conditional_generation, cfg.data.mask_ratio, cfg.data.mean_mask_span_length,
+                            cfg.data.eval_context_size, cfg.data.mask_padding, cfg.data.truncation_length),
     )
     if cfg.run.time_save_interval_seconds:
         trainer.add_callback(TimeSaveCallback(cfg.run.time_save_interval_seconds))
     trainer.add_callback(CompletionMarkerCallback(trainer))
     compat.apply_runtime(cfg, trainer)  # the original's logging_dir and final evaluation
-    trainer.kg_eval = kg_rank.eval_hook(cfg)  # None unless a kg_quad run with a validation file
-    trainer.sample_metrics = text_metrics.eval_hook(cfg, tokenizer)  # None unless the config asks
     loss_log = Path(training.output_dir) / LOSS_LOG
     trainer.add_callback(LossLogCallback(trainer, loss_log))
     n_params = sum(p.numel() for p in model.parameters())

@@ -4,24 +4,30 @@
 that the model sees clean. One function per conditional mode decides it:
 
     none            every real token (unconditional generation)
-    prefix_lm       a random suffix of each line
+    prefix_lm       all but a random prefix of each line (<s> and the prefix stay context)
     span_infilling  T5-style spans: 15% of tokens, spans of mean length 3
     kg_quad         the head and tail entities of ``head<TAB>relation<TAB>tail<TAB>date``
                     quads, several per line joined by " ||| "
 
-Random masks are drawn once per example from a generator seeded by the config's
-seed and the line's index, so they are part of the cached tokenised dataset and a
-resumed run sees exactly the batches an uninterrupted one would.
+kg_quad and unconditional masks are fixed, stored with the tokenised dataset. The
+prefix_lm and span_infilling masks are drawn afresh for every batch, as the original
+(allenai/tess-diffusion 63f039b, sdlm/data/preprocessors.py) draws them in its
+collator: ``SpanMasking.apply`` draws them at the training step from torch's CPU
+generator, which every checkpoint saves, so a resumed run draws exactly the masks an
+uninterrupted one would. At evaluation prefix_lm keeps a fixed prefix: half the
+line, or ``eval_context_size`` tokens.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 CONDITIONAL_MODES = ("prefix_lm", "span_infilling", "kg_quad")
+BATCH_MASK_MODES = ("prefix_lm", "span_infilling")  # masks drawn for every batch
 QUAD_SEPARATOR = " ||| "
 QUAD_FIELD_SEPARATOR = "\t"
 ENTITY_FIELDS = (0, 2)  # head and tail of (head, relation, tail, date)
@@ -49,60 +55,13 @@ def mask_from_char_spans(offsets: Sequence[tuple[int, int]], spans: Sequence[tup
     return [e > s and any(s < se and e > ss for ss, se in spans) for s, e in offsets]
 
 
-def prefix_lm_mask(content: Sequence[bool], rng: random.Random) -> list[bool]:
-    """Generate a random non-empty suffix of the content tokens (True in ``content``)."""
-    idx = [i for i, c in enumerate(content) if c]
-    out = [False] * len(content)
-    if not idx:
-        return out
-    cut = rng.randrange(len(idx))  # keep 0 .. len-1 content tokens as the prefix
-    for i in idx[cut:]:
-        out[i] = True
-    return out
-
-
-def span_infilling_mask(content: Sequence[bool], rng: random.Random, ratio: float = 0.15,
-                        mean_span_length: float = 3.0) -> list[bool]:
-    """T5-style noise spans over the content tokens: about ``ratio`` of them, in spans.
-
-    As in T5's ``random_spans_noise_mask``: split the noise and non-noise token counts
-    into the same number of random positive segments and interleave them.
-    """
-    idx = [i for i, c in enumerate(content) if c]
-    out = [False] * len(content)
-    n = len(idx)
-    if n < 2:
-        if n == 1:
-            out[idx[0]] = True
-        return out
-    num_noise = min(max(int(round(n * ratio)), 1), n - 1)
-    num_spans = max(min(int(round(num_noise / mean_span_length)), num_noise, n - num_noise), 1)
-
-    def segments(total: int) -> list[int]:
-        cuts = sorted(rng.sample(range(1, total), num_spans - 1)) if num_spans > 1 else []
-        bounds = [0, *cuts, total]
-        return [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
-
-    noise, keep = segments(num_noise), segments(n - num_noise)
-    pos = 0
-    for k_len, n_len in zip(keep, noise, strict=True):
-        pos += k_len
-        for j in range(pos, pos + n_len):
-            out[idx[j]] = True
-        pos += n_len
-    return out
-
-
 def build_span_mask(mode: str | None, line: str, offsets: Sequence[tuple[int, int]],
                     special: Sequence[int], rng: random.Random, ratio: float, mean_span_length: float) -> list[bool]:
     """The positions to generate for one tokenised line (before padding)."""
-    content = [not s for s in special]
     if mode is None:
         return [True] * len(offsets)  # unconditional: the whole sequence, <s> and </s> included
-    if mode == "prefix_lm":
-        return prefix_lm_mask(content, rng)
-    if mode == "span_infilling":
-        return span_infilling_mask(content, rng, ratio, mean_span_length)
+    if mode in BATCH_MASK_MODES:
+        return [True] * len(offsets)  # drawn per batch; stored: every real token is a candidate
     if mode == "kg_quad":
         return mask_from_char_spans(offsets, kg_entity_char_spans(line))
     raise ValueError(f"unknown conditional_generation mode {mode!r}")
@@ -192,4 +151,91 @@ class Collator:
             "input_ids": pad("input_ids", self.pad_token_id),  # (B, L)
             "attention_mask": pad("attention_mask", 0),  # (B, L)
             "span_mask": pad("span_mask", 0).bool(),  # (B, L): positions to generate
+            "lengths": torch.tensor([len(ex["input_ids"]) for ex in examples]),  # (B,): stored, pads included
         }
+
+
+# ---- masks drawn per batch, as the original's collator -----------------------------------
+
+
+def prefix_lm_batch_mask(lengths: torch.Tensor, width: int, generator: torch.Generator | None = None,
+                         evaluating: bool = False, eval_context_size: int | None = None) -> torch.Tensor:
+    """The original's ``gpt_span_mask`` for each row.  lengths (B,), width L -> (B, L) bool
+
+    <s> and a prefix of p tokens stay context, the rest of the row's ``length`` is generated:
+    p uniform in [1, (length - 1) // 2) in training (1 below length 5); at evaluation
+    ``eval_context_size - 1``, or (length - 1) // 2.
+    """
+    out = torch.zeros((len(lengths), width), dtype=torch.bool)
+    for i, length in enumerate(lengths.tolist()):
+        if evaluating:
+            prefix = eval_context_size - 1 if eval_context_size is not None else (length - 1) // 2
+        else:
+            high = (length - 1) // 2
+            prefix = int(torch.randint(1, high, (), generator=generator)) if length >= 5 and high > 1 else 1
+        out[i, 1 + prefix:length] = True
+    return out
+
+
+def _random_segmentation(num_items: int, num_segments: int, generator: torch.Generator | None) -> list[int]:
+    """num_items split into num_segments random positive parts, all splits equally likely."""
+    if num_segments <= 1:
+        return [num_items]
+    cuts = (torch.randperm(num_items - 1, generator=generator)[: num_segments - 1] + 1).sort().values.tolist()
+    bounds = [0, *cuts, num_items]
+    return [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def span_infilling_batch_mask(lengths: torch.Tensor, width: int, ratio: float = 0.15, mean_span_length: float = 3.0,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """The original's ``t5_random_spans_mask`` for each row.  lengths (B,), width L -> (B, L) bool
+
+    round down(length * ratio) tokens (at least 1, at most length - 1) in
+    max(1, int(that / mean_span_length)) spans, alternating with as many unmasked runs,
+    starting unmasked; <s> and </s> are not protected, as in the original.
+    """
+    out = torch.zeros((len(lengths), width), dtype=torch.bool)
+    for i, orig_length in enumerate(lengths.tolist()):
+        length = max(orig_length, 2)
+        num_mask = min(max(int(length * ratio), 1), length - 1)
+        num_spans = max(int(num_mask / mean_span_length), 1)
+        masked = _random_segmentation(num_mask, num_spans, generator)
+        kept = _random_segmentation(length - num_mask, num_spans, generator)
+        row: list[bool] = []
+        for k, m in zip(kept, masked, strict=True):
+            row += [False] * k + [True] * m
+        out[i, :orig_length] = torch.tensor(row[:orig_length], dtype=torch.bool)
+    return out
+
+
+@dataclass(frozen=True)
+class SpanMasking:
+    """What a batch generates, decided at each step: per-batch masks, truncation, pads."""
+
+    mode: str | None = None
+    ratio: float = 0.15
+    mean_span_length: float = 3.0
+    eval_context_size: int | None = None
+    # Pads out of attention and never generated; false is the original's (attention_mask None,
+    # a mask over the stored length, pads included when padded to max length).
+    mask_padding: bool = True
+    truncation_length: int = 0  # the original drops this many tokens from the end of each batch
+
+    def apply(self, batch: dict, generator: torch.Generator | None = None, evaluating: bool = False) -> dict:
+        """input_ids, span_mask and attention_mask (None without mask_padding) for one batch."""
+        ids, attn, span = batch["input_ids"], batch["attention_mask"], batch["span_mask"].bool()
+        if self.mode in BATCH_MASK_MODES:
+            real = attn.sum(dim=1).cpu()
+            stored = batch.get("lengths")
+            lengths = real if self.mask_padding or stored is None else stored.cpu()
+            if self.mode == "prefix_lm":
+                span = prefix_lm_batch_mask(lengths, ids.shape[1], generator, evaluating, self.eval_context_size)
+            else:
+                span = span_infilling_batch_mask(lengths, ids.shape[1], self.ratio, self.mean_span_length, generator)
+            span = span.to(ids.device)
+        elif self.mode is None and not self.mask_padding:
+            span = torch.ones_like(span)  # the original's unconditional loss covers every position
+        if self.truncation_length > 0:
+            cut = ids.shape[1] - self.truncation_length
+            ids, attn, span = ids[:, :cut], attn[:, :cut], span[:, :cut]
+        return {"input_ids": ids, "span_mask": span, "attention_mask": attn if self.mask_padding else None}

@@ -45,6 +45,34 @@ def noisy_simplex(
     return x
 
 
+SAMPLING_TYPES = ("argmax", "sample", "top_p")
+
+
+def sample_ids(
+    logits: torch.Tensor,
+    sampling_type: str = "argmax",
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token per row.  (..., V) -> (...) ids
+
+    argmax: the most likely token (temperature and top-p never change it).
+    sample: drawn from softmax(logits / temperature), within the top-p nucleus when top_p is set.
+    top_p:  the original's ``sampling_type`` (sdlm/inference/inference_utils.py): with top_p
+            set, the same draw as ``sample``; without, the argmax.
+    """
+    if sampling_type not in SAMPLING_TYPES:
+        raise ValueError(f"sampling_type must be one of {', '.join(SAMPLING_TYPES)}, not {sampling_type!r}")
+    if sampling_type == "argmax" or (sampling_type == "top_p" and top_p is None):
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (..., V)
+    if top_p is not None and top_p < 1.0:
+        probs = top_p_filter(probs, top_p)
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+
+
 def logits_to_simplex(
     logits: torch.Tensor,
     k: float,
@@ -52,21 +80,15 @@ def logits_to_simplex(
     top_p: float | None = None,
     sample: bool = False,
     generator: torch.Generator | None = None,
+    sampling_type: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Project predicted logits back to a +-k simplex corner.
 
-    logits (B, L, V) -> (simplex (B, L, V), ids (B, L)). Argmax by default; with
-    ``sample`` a token is drawn from softmax(logits / temperature), restricted to
-    the top-p nucleus when ``top_p`` is set.
+    logits (..., V) -> (simplex (..., V), ids (...)). The token is chosen by ``sample_ids``
+    with ``sampling_type`` (default: "sample" when ``sample``, else "argmax").
     """
-    if sample:
-        probs = torch.softmax(logits / temperature, dim=-1)  # (B, L, V)
-        if top_p is not None and top_p < 1.0:
-            probs = top_p_filter(probs, top_p)
-        flat = probs.reshape(-1, probs.shape[-1])
-        ids = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
-    else:
-        ids = logits.argmax(dim=-1)  # temperature and top-p never change the argmax
+    kind = sampling_type or ("sample" if sample else "argmax")
+    ids = sample_ids(logits, kind, temperature, top_p, generator)
     return ids_to_simplex(ids, logits.shape[-1], k, logits.dtype), ids
 
 

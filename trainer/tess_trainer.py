@@ -28,9 +28,9 @@ from transformers import Trainer, TrainerCallback
 from syncd.checkpoints import MARKER, write_checkpoint_marker
 
 from .args import DiffusionArguments
-from .original_format import OriginalResumeMixin
-from .sampling import SamplingOptions, entity_exact_match, generate
-from .schedule import cosine_alpha_bars, scaled_timesteps
+from .data import SpanMasking
+from .sampling import SamplingOptions, entity_exact_match, generate, previous_prediction
+from .schedule import alpha_bars, scaled_timesteps
 from .simplex import noisy_simplex
 
 logger = logging.getLogger("tessync.trainer")
@@ -38,6 +38,7 @@ logger = logging.getLogger("tessync.trainer")
 LOSS_LOG = "loss_log.jsonl"
 SAMPLES_DIR = "samples"
 SELF_CONDITION_PROBABILITY = 0.5  # TESS: half the batches see their own previous prediction
+GUIDANCE_CONDITION_DROPOUT = 0.1  # the original: a tenth of the batches train without their condition
 
 
 def _distributed() -> bool:
@@ -50,15 +51,19 @@ def _barrier() -> None:
 
 
 def tess_loss(model, inputs, alpha_bars: torch.Tensor, diffusion: DiffusionArguments, vocab_size: int,
-              cpu_generator: torch.Generator | None = None, device_generator: torch.Generator | None = None):
+              cpu_generator: torch.Generator | None = None, device_generator: torch.Generator | None = None,
+              masking: SpanMasking | None = None, evaluating: bool = False):
     """One TESS training loss: noise the clean tokens at a random t, maybe self-condition, denoise.
 
-    inputs: input_ids (B, L), span_mask (B, L), attention_mask (B, L). Timesteps and the
-    self-conditioning coin come from ``cpu_generator``, the (n, V) noise from
-    ``device_generator``; None means torch's global generators.
+    inputs: input_ids (B, L), span_mask (B, L), attention_mask (B, L), lengths (B,). The
+    per-batch masks, timesteps, the self-conditioning coin and the guidance dropout come from
+    ``cpu_generator``, the (n, V) noise and any sampled projection from ``device_generator``;
+    None means torch's global generators (saved with every checkpoint).
     """
-    ids = inputs["input_ids"]  # (B, L)
-    span_mask = inputs["span_mask"].bool()  # (B, L): positions to generate
+    masking = masking or SpanMasking()
+    batch = masking.apply(inputs, cpu_generator, evaluating)
+    ids = batch["input_ids"]  # (B, L)
+    span_mask = batch["span_mask"]  # (B, L): positions to generate
     n_steps = diffusion.num_diffusion_steps
     t = torch.randint(0, n_steps, (ids.shape[0],), generator=cpu_generator)  # (B,), on CPU: no device sync
     batch_index = span_mask.nonzero(as_tuple=True)[0]  # (n,)
@@ -66,27 +71,32 @@ def tess_loss(model, inputs, alpha_bars: torch.Tensor, diffusion: DiffusionArgum
     labels = ids[span_mask]  # (n,)
     x_t = noisy_simplex(labels, alpha, vocab_size, diffusion.simplex_value, generator=device_generator)  # (n, V)
     common = dict(input_ids=ids, simplex=x_t, timesteps=scaled_timesteps(t, n_steps).to(ids.device),
-                  span_mask=span_mask, attention_mask=inputs.get("attention_mask"))
+                  span_mask=span_mask, attention_mask=batch["attention_mask"])
     previous = None
     if diffusion.self_condition is not None:
         coin = torch.rand((), generator=cpu_generator)  # torch's CPU generator: checkpointed with the run
         if coin.item() < SELF_CONDITION_PROBABILITY:
             with torch.no_grad():
-                previous = model(**common).logits  # (n, V)
-    return model(**common, previous_pred=previous, labels=labels)
+                first = model(**common).logits  # (n, V)
+            previous = previous_prediction(diffusion.self_condition, first, diffusion.simplex_value,
+                                           diffusion.sampling_type, diffusion.temperature, diffusion.top_p,
+                                           device_generator)
+    drop = False
+    if not evaluating and diffusion.guidance_scale > 1.0 and masking.mode is not None:
+        # As the original: the condition is dropped after the self-conditioning pass, for the whole batch.
+        drop = torch.rand((), generator=cpu_generator).item() < GUIDANCE_CONDITION_DROPOUT
+    return model(**common, previous_pred=previous, labels=labels, drop_condition=drop, generator=device_generator)
 
 
-class TessTrainer(OriginalResumeMixin, Trainer):
-    kg_eval = None  # kg_rank.EvalRanking: the small kg-rank at each evaluation of a kg_quad run
-    sample_metrics = None  # text_metrics.SampleMetrics: dist-n, repetition, zipf, perplexity of the samples
-
+class TessTrainer(Trainer):
     def __init__(self, *args, diffusion: DiffusionArguments, sample_dataset=None, conditional: str | None = None,
-                 **kwargs):
+                 masking: SpanMasking | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.diffusion = diffusion
-        self.alpha_bars = cosine_alpha_bars(diffusion.num_diffusion_steps)  # (N,) float64, CPU
+        self.alpha_bars = alpha_bars(diffusion.beta_schedule, diffusion.num_diffusion_steps)  # (N,) float64, CPU
         self.sample_dataset = sample_dataset
         self.conditional = conditional
+        self.masking = masking or SpanMasking(conditional)
         self.model_accepts_loss_kwargs = False  # our loss is a per-batch mean; let Trainer scale for accumulation
         self.step_losses: list[torch.Tensor] = []
         self._eval_generators: tuple[torch.Generator, torch.Generator] | None = None
@@ -98,7 +108,7 @@ class TessTrainer(OriginalResumeMixin, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         cpu_gen, dev_gen = self._eval_generators if not model.training and self._eval_generators else (None, None)
         outputs = tess_loss(model, inputs, self.alpha_bars, self.diffusion, self.model.config.vocab_size,
-                            cpu_gen, dev_gen)
+                            cpu_gen, dev_gen, self.masking, evaluating=not model.training)
         loss = outputs.loss
         if model.training:
             self.step_losses.append(loss.detach())
@@ -137,9 +147,6 @@ class TessTrainer(OriginalResumeMixin, Trainer):
             self._eval_generators = None
         if self.sample_dataset is not None and len(self.sample_dataset) and self.is_world_process_zero():
             output.metrics.update(self.write_samples(metric_key_prefix))
-        if self.kg_eval is not None and self.is_world_process_zero():
-            output.metrics.update(self.kg_eval(self.accelerator.unwrap_model(self.model), self.processing_class,
-                                               metric_key_prefix))
         return output
 
     def write_samples(self, prefix: str = "eval") -> dict[str, float]:
@@ -147,23 +154,32 @@ class TessTrainer(OriginalResumeMixin, Trainer):
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        d = self.diffusion
-        options = SamplingOptions(d.simplex_value, d.num_inference_diffusion_steps, d.temperature, d.top_p,
-                                  d.sampling_type == "sample")
+        options = self.sampling_options()
         batch = self.data_collator([self.sample_dataset[i] for i in range(len(self.sample_dataset))])
         batch = {k: v.to(self.args.device) for k, v in batch.items()}
-        generator = self._make_eval_generators()[1]
-        predicted = generate(model, batch["input_ids"], batch["span_mask"], batch["attention_mask"], options,
+        cpu_gen, generator = self._make_eval_generators()
+        if not self.diffusion.generate_with_seed:  # a fresh seed each time, the training stream untouched
+            generator.seed()
+        masked = self.masking.apply(batch, cpu_gen, evaluating=True)
+        predicted = generate(model, masked["input_ids"], masked["span_mask"], masked["attention_mask"], options,
                              generator)
+        width = masked["input_ids"].shape[1]  # after truncation_length
+        batch = {**masked, "attention_mask": batch["attention_mask"][:, :width]}  # the real tokens, for the file
         model.train(was_training)
         metrics = {}
         if self.conditional == "kg_quad":
             right, total = entity_exact_match(predicted.cpu(), batch["input_ids"].cpu(), batch["span_mask"].cpu())
             metrics[f"{prefix}_entity_exact_match"] = right / max(total, 1)
-        if self.sample_metrics is not None:
-            metrics.update(self.sample_metrics(predicted, batch["span_mask"], prefix))
         self._write_sample_file(predicted, batch, metrics)
         return metrics
+
+    def sampling_options(self) -> SamplingOptions:
+        d = self.diffusion
+        return SamplingOptions(d.simplex_value, d.num_inference_diffusion_steps, d.temperature, d.top_p,
+                               sampling_type=d.sampling_type, beta_schedule=d.beta_schedule,
+                               clip_sample=d.clip_sample, guidance_scale=d.guidance_scale,
+                               guidance_softmax_combination=d.guidance_softmax_combination,
+                               conditional=self.conditional is not None)
 
     def _write_sample_file(self, predicted, batch, metrics) -> None:
         tok = self.processing_class

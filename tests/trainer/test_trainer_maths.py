@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ import torch
 from trainer.data import (
     kg_entity_char_spans,
     mask_from_char_spans,
-    prefix_lm_mask,
-    span_infilling_mask,
+    prefix_lm_batch_mask,
+    span_infilling_batch_mask,
 )
 from trainer.sampling import entity_exact_match, entity_spans
 from trainer.schedule import cosine_alpha_bars, previous_alpha_bars, scaled_timesteps
@@ -93,22 +92,33 @@ def test_mask_from_char_spans_marks_overlapping_tokens_only():
     assert mask_from_char_spans(offsets, [(0, 6), (10, 14)]) == [False, True, False, False, True, False]
 
 
-def test_prefix_lm_generates_a_suffix_of_content():
-    content = [False] + [True] * 8 + [False]
-    for seed in range(20):
-        m = prefix_lm_mask(content, random.Random(seed))
-        assert not m[0] and not m[-1] and any(m)
-        first = m.index(True)
-        assert all(m[first:-1])  # one contiguous suffix of the content
+def test_prefix_lm_batch_mask_keeps_s_and_a_short_prefix_as_context():
+    lengths = torch.tensor([10, 7, 4])
+    g = torch.Generator().manual_seed(0)
+    prefixes = set()
+    for _ in range(30):
+        m = prefix_lm_batch_mask(lengths, 12, g)
+        for row, length in zip(m.tolist(), lengths.tolist(), strict=True):
+            first = row.index(True)
+            assert not any(row[:first]) and all(row[first:length]) and not any(row[length:])
+            prefixes.add((length, first - 1))
+    # the original's draw: p in [1, (length - 1) // 2), and 1 below length 5
+    assert {p for n, p in prefixes if n == 10} == {1, 2, 3} and {p for n, p in prefixes if n == 4} == {1}
+    assert {p for n, p in prefixes if n == 7} == {1, 2}
+    fixed = prefix_lm_batch_mask(lengths, 12, evaluating=True)
+    assert fixed[0].tolist().index(True) == 1 + 4 and fixed[1].tolist().index(True) == 1 + 3
+    sized = prefix_lm_batch_mask(lengths, 12, evaluating=True, eval_context_size=3)
+    assert [r.index(True) for r in sized.tolist()] == [3, 3, 3]
 
 
-def test_span_infilling_ratio_and_spans():
-    content = [False] + [True] * 200 + [False]
-    m = span_infilling_mask(content, random.Random(0), ratio=0.15, mean_span_length=3.0)
-    assert not m[0] and not m[-1]
-    assert sum(m) == 30
-    runs = [b - a for a, b in entity_spans(torch.tensor([m]))[0]]
-    assert 5 <= len(runs) <= 15 and sum(runs) == 30
+def test_span_infilling_batch_mask_ratio_and_spans():
+    m = span_infilling_batch_mask(torch.tensor([202, 20]), 210, 0.15, 3.0, torch.Generator().manual_seed(0))
+    assert int(m[0].sum()) == 30 and int(m[1].sum()) == 3  # int(length * ratio) tokens
+    assert not m[0, 202:].any() and not m[1, 20:].any()  # nothing past the row's length
+    runs = [b - a for a, b in entity_spans(m[:1])[0]]
+    assert len(runs) == 10 and sum(runs) == 30  # int(30 / 3) spans
+    again = span_infilling_batch_mask(torch.tensor([202, 20]), 210, 0.15, 3.0, torch.Generator().manual_seed(1))
+    assert not torch.equal(m, again)
 
 
 def test_entity_exact_match_counts_whole_runs():
