@@ -101,13 +101,13 @@ class OriginalArguments:
     # TrainingArguments (the original's additions, and 4.25 keys transformers 5 dropped)
     overwrite_output_dir: bool = False  # checked against every checkpoint (check_overwrite)
     logging_dir: str | None = None  # tensorboard's folder (build.py)
-    log_generated_texts: bool = True  # declared, read by nothing in the original
+    log_generated_texts: bool = True  # generated texts into tensorboard (DIFFERS)
     checkpoint_best_model: bool = False  # run_glue.py only
     eval_for_all_metrics: bool = False
     load_states_in_eval_from_model_path: bool = True
     without_compute_metrics: bool = False
-    compute_eval_loss_with_simplex: bool = False  # declared, read by nothing in the original
-    ssdlm_optimizer: bool = False  # declared, read by nothing in the original
+    compute_eval_loss_with_simplex: bool = False  # DIFFERS
+    ssdlm_optimizer: bool = False  # DIFFERS
     # The conditional set-up of the DeepMind paper (masked inputs concatenated, projected).
     deepmind_conditional: bool = False  # unsupported when true
     # In the original's shipped configs, from before 63f039b: what became
@@ -167,13 +167,20 @@ NO_EFFECT = {
     "model_type": "the original's run_mlm.py always builds RoBERTa, and so does this trainer",
     "test_file": "the original's run_mlm.py does not read it; tess-eval kg-rank --test_file does",
     "validation_split_ratio": "the original's run_mlm.py has the split commented out; give validation_file",
-    "log_generated_texts": "declared but read by nothing in the original; eval_num_samples sets how many "
-                           "generated lines are logged here",
-    "compute_eval_loss_with_simplex": "declared but read by nothing in the original",
-    "ssdlm_optimizer": "declared but read by nothing in the original; the optimizer is the Trainer's AdamW",
     "eval_for_all_metrics": "MAUVE and the other all-metrics scores are not computed here",
     "use_fast_tokenizer": "transformers 5 has one tokenizer class per model, backed by the tokenizers library; "
                           "it splits text as the original's slow and fast RoBERTa tokenizers both do",
+}
+
+# Keys the original reads, accepted here with another meaning: one line when set away
+# from the default. Name -> what happens here instead.
+DIFFERS = {
+    "log_generated_texts": "the original then leaves generated texts out of tensorboard; here they go to "
+                           "output_dir/samples/ at each evaluation either way (eval_num_samples 0 turns them off)",
+    "compute_eval_loss_with_simplex": "the original then scores the sampled simplex against the reference; here "
+                                      "the eval loss is always the denoising loss at random timesteps",
+    "ssdlm_optimizer": "the original then uses SSD-LM's AdamW, which also exempts the timestep embedding from "
+                       "weight decay; here the Trainer's AdamW decays it (bias and LayerNorm exempt in both)",
 }
 
 UNSUPPORTED = {
@@ -289,11 +296,15 @@ def notes(cfg, given: dict[str, Any]) -> list[str]:
     for key, why in NO_EFFECT.items():
         if key in given and getattr(original, key) != ORIGINAL_FIELDS[key].default:
             out.append(f"config key {key} = {getattr(original, key)!r} has no effect: {why}")
+    for key, how in DIFFERS.items():
+        if key in given and getattr(original, key) != ORIGINAL_FIELDS[key].default:
+            out.append(f"config key {key} = {getattr(original, key)!r}: {how}")
     if "conditional_generation" in given and cfg.data.conditional_generation is None:
         out.append("conditional_generation null: unconditional generation (every position noised and "
-                   f"generated), as in the original TESS; the fork {FORK} trains its knowledge-graph objective "
-                   "when this is null, which is conditional_generation kg_quad here (the head and tail entities "
-                   "of each quad are generated, the relation and date given)")
+                   f"generated), as in the original TESS; the fork {FORK} reads null as its KG objective (in 15% "
+                   "of the lines, a random 30% of the tokens of the first quad's head and tail are generated, "
+                   "and nothing in the rest), whose nearest mode here is conditional_generation kg_quad: the head "
+                   "and tail of every quad on the line, in every line")
     if original.use_auth_token:
         out.append("use_auth_token true: transformers 5 sends the saved Hugging Face token (hf auth login, or "
                    "HF_TOKEN) whenever there is one; nothing else to do")

@@ -82,7 +82,7 @@ ACCEPTED = [
     ("do_eval", True, ("original.final_evaluation", True), "do_eval true: the model is evaluated"),
     ("report_to", ["tensorboard"], ("training.report_to", ["tensorboard"]), None),
     ("conditional_generation", None, ("data.conditional_generation", None),
-     "which is conditional_generation kg_quad here"),
+     "nearest mode here is conditional_generation kg_quad"),
     ("max_train_steps", 12, ("training.max_steps", 12), "max_train_steps (the name in the original TESS's"),
     ("num_warmup_steps", 3, ("training.warmup_steps", 3), "read as warmup_steps"),
     ("checkpointing_steps", 4, ("training.save_steps", 4), "read as save_steps"),
@@ -90,7 +90,10 @@ ACCEPTED = [
     ("max_target_length", 64, ("original.max_target_length", 64), "only the original's seq2seq scripts"),
     ("model_type", "bert", ("original.model_type", "bert"), "always builds RoBERTa"),
     ("validation_split_ratio", 0.1, ("original.validation_split_ratio", 0.1), "split commented out"),
-    ("ssdlm_optimizer", True, ("original.ssdlm_optimizer", True), "read by nothing in the original"),
+    ("ssdlm_optimizer", True, ("original.ssdlm_optimizer", True), "SSD-LM's AdamW"),
+    ("log_generated_texts", False, ("original.log_generated_texts", False), "out of tensorboard"),
+    ("compute_eval_loss_with_simplex", True, ("original.compute_eval_loss_with_simplex", True),
+     "scores the sampled simplex"),
     ("eval_for_all_metrics", True, ("original.eval_for_all_metrics", True), "MAUVE"),
     ("use_auth_token", True, ("original.use_auth_token", True), "sends the saved Hugging Face token"),
     ("use_fast_tokenizer", False, ("original.use_fast_tokenizer", False), "one tokenizer class per model"),
@@ -177,6 +180,23 @@ def test_paths_expand_as_the_fork_does(tmp_path, monkeypatch):
     assert cfg.sync.remote_url == str((tmp_path / "home" / "backups").resolve())
     assert cfg.data.train_file == str(REPO / "data" / "kg_quads" / "train.txt")
     assert cfg.data.validation_file == str(REPO / "data" / "kg_quads" / "validation.txt")
+
+
+def test_syncd_reads_the_fork_config_as_the_trainer_does(tmp_path, monkeypatch):
+    """One config, two programs: the daemon watches the folder the trainer writes."""
+    from syncd.config import load_config
+
+    monkeypatch.delenv("GDRIVE", raising=False)
+    with pytest.raises(ConfigError, match=r"config key output_dir uses %GDRIVE% but the environment variable "
+                                          r"GDRIVE is not set: export GDRIVE=<folder> first"):
+        load_config(FORK_CONFIG)
+    monkeypatch.setenv("GDRIVE", str(tmp_path / "drive"))
+    sync = load_config(FORK_CONFIG)
+    trainer_cfg = parse_config([str(FORK_CONFIG), "--train_file", str(REPO / "data" / "kg_quads" / "train.txt"),
+                                "--validation_file", str(REPO / "data" / "kg_quads" / "validation.txt")])
+    assert sync.output_dir == trainer_cfg.sync.output_dir == (tmp_path / "drive" / "tess_gpu_oneline_sc").resolve()
+    assert Path(trainer_cfg.training.output_dir).resolve() == sync.output_dir
+    assert sync.remote_url is None and sync.backup_keep_last == 3 and sync.save_total_limit == 5
 
 
 def test_the_originals_own_config(tmp_path, monkeypatch, caplog, capsys):
