@@ -79,6 +79,8 @@ def _main(argv: list[str]) -> int:
         cfg = parse_config(argv)  # parse
         run = build(cfg)  # build
         train(run)  # train (resuming where the config says)
+        if run.preemption is not None and run.preemption.stopped_at is not None:
+            return preempted(run)  # SIGTERM: the step's checkpoint is saved; no final model
         save_final(run)  # save, then wait for syncd's commit of the final model
     except SyncdError as e:
         print(f"tess-train: error: {e}", file=sys.stderr)
@@ -176,6 +178,21 @@ def _record_resume(output_dir: Path, step: int, plan) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def preempted(run) -> int:
+    """After a SIGTERM stopped training: one line, the process group left, a distinct exit code.
+
+    No wait for the upload: a notice of 30 s cannot hold one, and syncd goes on sending
+    the checkpoint for as long as it runs.
+    """
+    from syncd.hf import PREEMPTED_EXIT_CODE
+
+    trainer = run.trainer
+    if trainer.is_world_process_zero():
+        print(run.preemption.summary(trainer.args), file=sys.stderr, flush=True)
+    _leave_process_group()
+    return PREEMPTED_EXIT_CODE
 
 
 def _step_of(path: Path) -> int:

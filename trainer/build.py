@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.errors import ConfigError
+from syncd.hf import PreemptionCallback
 
 from . import compat
 from .data import Collator, SpanMasking, load_text_datasets, prepare_dataset
@@ -133,6 +134,7 @@ class Run:
     trainer: TessTrainer
     resume: Any  # resume.ResumePlan, once decided
     loss_log: Path
+    preemption: Any = None  # syncd.hf.PreemptionCallback: its stopped_at is the step saved on SIGTERM
 
 
 def build_trainer(cfg) -> Run:
@@ -176,10 +178,15 @@ def build_trainer(cfg) -> Run:
         trainer.add_callback(TimeSaveCallback(cfg.run.time_save_interval_seconds))
     trainer.add_callback(CompletionMarkerCallback(trainer))
     compat.apply_runtime(cfg, trainer)  # the original's logging_dir and final evaluation
+    # SIGTERM (spot VM notice, systemctl stop, kubectl delete): save at the step end and stop;
+    # __main__ then exits with syncd.hf.PREEMPTED_EXIT_CODE instead of saving a final model.
+    preemption = PreemptionCallback(exit_on_preemption=False,
+                                    resume_hint=f"tess-train {cfg.source} (and the same flags): it resumes by itself")
+    trainer.add_callback(preemption)
     loss_log = Path(training.output_dir) / LOSS_LOG
     trainer.add_callback(LossLogCallback(trainer, loss_log))
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters, vocab %d; %d training lines, %s validation lines",
                 "pretrained " + cfg.model.model_name_or_path if cfg.model.model_name_or_path else "from scratch",
                 n_params / 1e6, config.vocab_size, len(train_ds), len(eval_ds) if eval_ds is not None else "no")
-    return Run(cfg, trainer, None, loss_log)
+    return Run(cfg, trainer, None, loss_log, preemption)

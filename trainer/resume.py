@@ -19,18 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from syncd.checkpoints import inspect_checkpoint, newest_complete, scan_local
+from syncd.checkpoints import inspect_checkpoint
 from syncd.config import SyncConfig
-from syncd.errors import NothingToRestore, RemoteError, SyncdError
+from syncd.errors import ResumeError
+from syncd.hf import find_resume
 from syncd.overlap import check_overlap
 
 logger = logging.getLogger("tessync.trainer")
 
 
-class ResumeError(SyncdError):
-    """No usable checkpoint where one was expected."""
+__all__ = ["ResumeError", "ResumePlan", "plan_resume"]
 
-    exit_code = 2
+# The hint an error gives for starting over on purpose.
+START_OVER = "pass --resume_from_checkpoint false to start a new run"
 
 
 @dataclass(frozen=True)
@@ -43,24 +44,11 @@ class ResumePlan:
         return self.path is None
 
 
-def _restore_from_remote(sync: SyncConfig) -> Path | None:
-    try:
-        from syncd import api  # late: only needed when restoring
-    except ImportError:
-        logger.warning("this syncd has no restore API; not looking for a checkpoint on the remote")
-        return None
-    try:
-        return Path(api.restore(sync))
-    except NothingToRestore:
-        return None
-    except RemoteError as e:
-        raise RemoteError(f"cannot tell whether {sync.remote_url} holds a checkpoint of this run ({e}); "
-                          "not starting over: fix the remote and run again, or pass "
-                          "--resume_from_checkpoint false to start a new run") from None
+def plan_resume(setting: Any, sync: SyncConfig, *, restore=None) -> ResumePlan:
+    """Decide where to resume from; may restore from the remote (step 2 above).
 
-
-def plan_resume(setting: Any, sync: SyncConfig, *, restore=_restore_from_remote) -> ResumePlan:
-    """Decide where to resume from; may restore from the remote (step 2 above)."""
+    ``restore`` replaces ``syncd.api.restore`` (a function of the SyncConfig).
+    """
     output_dir = sync.output_dir
     check_overlap(output_dir, sync.remote_url, sync.run_name)
     if setting is None or setting is False or (isinstance(setting, str) and setting.lower() == "false"):
@@ -73,19 +61,6 @@ def plan_resume(setting: Any, sync: SyncConfig, *, restore=_restore_from_remote)
         if not ckpt.complete:
             logger.warning("resume_from_checkpoint %s looks incomplete (%s); using it as asked", path, ckpt.reason)
         return ResumePlan(path, f"resuming from {path} (given in resume_from_checkpoint)")
-    local = newest_complete(output_dir, sync.settle_seconds)
-    if local is not None:
-        return ResumePlan(local.path, f"resuming from {local.path} (newest complete local checkpoint, "
-                                      f"step {local.step})")
-    if sync.remote_url:
-        restored = restore(sync)
-        if restored is not None:
-            return ResumePlan(restored, f"resuming from {restored}, restored from the remote {sync.remote_url}")
-    present = scan_local(output_dir, sync.settle_seconds)
-    if present:
-        names = ", ".join(f"{c.name} ({c.reason})" for c in present)
-        where = " and the remote has none" if sync.remote_url else ""
-        raise ResumeError(f"{output_dir} holds checkpoints but none is usable{where}: {names}; "
-                          f"pass --resume_from_checkpoint false to start over or a path to force one")
-    remote = f" or on the remote {sync.remote_url}" if sync.remote_url else ""
-    return ResumePlan(None, f"starting fresh: no checkpoint in {output_dir}{remote}")
+    # auto: the rules syncd.hf gives any Trainer script (resume_checkpoint), shared
+    path, why = find_resume(sync, restore=restore, start_over=START_OVER)
+    return ResumePlan(path, why)
