@@ -13,10 +13,7 @@ otherwise.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
-import math
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import Any
 
 from syncd.config import KEYS as SYNCD_KEYS
 from syncd.config import SyncConfig, build_config, parse_overrides, read_config_file
+from syncd.config_check import Spec, check, spec_for_hint
 from syncd.errors import ConfigError
 
 from . import compat
@@ -174,61 +172,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _strip_optional(hint: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        nullable = len(args) != len(typing.get_args(hint))
-        if len(args) == 1:
-            return args[0], nullable
-        return typing.Union[tuple(args)], nullable  # noqa: UP007
-    return hint, hint is Any
-
-
 def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Check a JSON value against a dataclass field's type; ints become floats where floats are due."""
-    inner, nullable = _strip_optional(hint)
-    if value is None:
-        if nullable:
-            return None
-        raise ConfigError(f"config key {name} must not be null")
-    if inner is Any:
-        return value
-    if inner is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {name} must be true or false, not {value!r}")
-        return value
-    if inner is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {name} must be an integer, not {value!r}")
-        return value
-    if inner is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {name} must be a number, not {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"config key {name} must be finite, not {value!r}")
-        return float(value)
-    if inner is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # `--run_name 7` arrives as a JSON number
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {name} must be a string, not {value!r}")
-        return value
-    if inner is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key {name} must be a JSON object, not {value!r}")
-        return value
-    options = typing.get_args(inner) if typing.get_origin(inner) in (typing.Union, types.UnionType) else (inner,)
-    if any(isinstance(o, type) and issubclass(o, enum.Enum) for o in options) and str in options:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {name} must be a string, not {value!r}")
-        return value
-    if set(options) <= {int, float, str, bool}:
-        ok = any(isinstance(value, o) and not (o is not bool and isinstance(value, bool)) for o in options)
-        if not ok:
-            names = " or ".join(o.__name__ for o in options)
-            raise ConfigError(f"config key {name} must be {names}, not {value!r}")
-    return value  # lists, dicts and other composites: TrainingArguments checks them
+    """Check a JSON value against a dataclass field's type with syncd's checker: one set of
+    messages for both programs; ints become floats where floats are due."""
+    return check(name, spec_for_hint(hint), value)
 
 
 def _field_hints(cls) -> dict[str, Any]:
@@ -247,12 +194,9 @@ def _build(cls, values: dict[str, Any]):
 
 def _check_choices(model: ModelArguments, data: DataArguments, diffusion: DiffusionArguments,
                    run: RunArguments) -> None:
-    if diffusion.self_condition is not None and diffusion.self_condition not in SELF_CONDITION_CHOICES:
-        raise ConfigError(f"config key self_condition must be one of {', '.join(SELF_CONDITION_CHOICES)} "
-                          f"or null, not {diffusion.self_condition!r}")
-    if data.conditional_generation is not None and data.conditional_generation not in CONDITIONAL_CHOICES:
-        raise ConfigError(f"config key conditional_generation must be one of {', '.join(CONDITIONAL_CHOICES)} "
-                          f"or null, not {data.conditional_generation!r}")
+    check("self_condition", Spec(str, nullable=True, choices=SELF_CONDITION_CHOICES), diffusion.self_condition)
+    check("conditional_generation", Spec(str, nullable=True, choices=CONDITIONAL_CHOICES),
+          data.conditional_generation)
     for name, value, choices in (("sampling_type", diffusion.sampling_type, SAMPLING_TYPES),
                                  ("beta_schedule", diffusion.beta_schedule, BETA_SCHEDULES),
                                  ("classifier_free_uncond_input", diffusion.classifier_free_uncond_input,
