@@ -27,6 +27,11 @@ from trainer.tess_trainer import tess_loss
 VOCAB, H, K = 40, 16, 5.0
 PAD, BOS, EOS, MASK = 1, 0, 2, 3
 
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Tiny tensors: a second thread only adds contention on the shared cores."""
+
 # (self_condition, extra config): every mode, and each mixing variant where the original can run it.
 SC_CASES = [
     ("logits", {}),
@@ -197,7 +202,7 @@ def _train_steps(model, opt, batch, diffusion, steps):
 
 
 @pytest.mark.parametrize("case", SC_CASES, ids=case_id)
-def test_each_self_conditioning_mode_resumes_exactly(case, tmp_path, one_thread):
+def test_each_self_conditioning_mode_resumes_exactly(case, tmp_path):
     """Two steps, save (weights through save_pretrained, optimizer, RNG), two more; a fresh
     model loaded from the save repeats the last two steps."""
     mode, extra = case
@@ -412,3 +417,30 @@ def test_with_projection_previous_prediction_follows_the_sampler():
     assert set(drawn.unique().tolist()) == {-K, K} and (drawn == K).sum() == 50
     assert not torch.equal(drawn.argmax(-1), logits.argmax(-1))  # drawn, not the argmax
     assert torch.equal(previous_prediction("logits_mean", logits, K, "top_p", 1.0, 0.95, g), logits)
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_generate_with_seed_repeats_the_evaluation_samples(seeded, tmp_path):
+    from trainer_testlib import REPO
+    from transformers import AutoTokenizer, TrainingArguments
+
+    from trainer.data import Collator
+    from trainer.tess_trainer import TessTrainer
+
+    tok = AutoTokenizer.from_pretrained(REPO / "data" / "tokenizer")
+    torch.manual_seed(0)
+    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=H, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=40, pad_token_id=tok.pad_token_id)
+    enc = tok(["Xi Jinping\tConsult\tShinzo Abe\t2014-01-03", "a line of text to fill"])
+    rows = [{"input_ids": ids, "attention_mask": [1] * len(ids), "span_mask": [0] + [1] * (len(ids) - 2) + [0]}
+            for ids in enc["input_ids"]]
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", seed=3)
+    diffusion = DiffusionArguments(num_inference_diffusion_steps=3, sampling_type="sample",
+                                   generate_with_seed=seeded)
+    trainer = TessTrainer(model=TessRobertaModel(cfg), args=args, data_collator=Collator(tok.pad_token_id),
+                          processing_class=tok, diffusion=diffusion, sample_dataset=rows, conditional="kg_quad")
+    texts = []
+    for _ in range(2):
+        trainer.write_samples()
+        texts.append((tmp_path / "samples" / "step-0.txt").read_text())
+    assert (texts[0] == texts[1]) == seeded
