@@ -311,31 +311,12 @@ class OptimizerMap:
     dropped: list[str]  # original parameters whose state is not kept
 
 
-def plan_optimizer(saved: dict, names: list[str], shapes: dict[str, tuple], ours: list[list[tuple[str, tuple]]],
-                   ckpt: Path, simplex_embedding: str) -> OptimizerMap:
-    """Match the saved 4.25 optimizer state to our groups by parameter name.
-
-    ``names``: the original's parameters in order; ``shapes``: their shapes (from its
-    weights); ``ours``: our optimizer's groups as (name, shape) lists.
-    """
-    if not isinstance(saved, dict) or not {"state", "param_groups"} <= saved.keys():
-        raise _fail(ckpt, f"{OPTIMIZER} does not hold an optimizer state dict")
-    groups = saved["param_groups"]
-    state = saved["state"]
-    sizes = [len(g.get("params", [])) for g in groups] if isinstance(groups, list) else []
-    layout = None
-    for candidate, ssdlm in (("Trainer", False), ("ssdlm_optimizer", True)):
-        expected = original_groups(names, ssdlm)
-        if sizes == [len(g) for g in expected]:
-            layout, original = candidate, expected
-            break
-    if layout is None:
-        want = [len(g) for g in original_groups(names, False)]
-        raise _fail(ckpt, f"{OPTIMIZER} has groups of {sizes} parameters, the original's Trainer would have "
-                          f"{want} for this model's config")
+def _index_layout(groups: list, state: dict, layout: list[list[str]], shapes: dict[str, tuple],
+                  ckpt: Path) -> tuple[dict[str, int], dict[int, int]]:
+    """The saved index of each named parameter under one layout; every Adam state checked."""
     index: dict[str, int] = {}
     group_of_source: dict[int, int] = {}
-    for g, (group, group_names) in enumerate(zip(groups, original, strict=True)):
+    for g, (group, group_names) in enumerate(zip(groups, layout, strict=True)):
         for i, name in zip(group["params"], group_names, strict=True):
             index[name] = i
             group_of_source[i] = g
@@ -351,6 +332,41 @@ def plan_optimizer(saved: dict, names: list[str], shapes: dict[str, tuple], ours
                     got = _shape(t) if isinstance(t, torch.Tensor) else type(t).__name__
                     raise _fail(ckpt, f"{OPTIMIZER} has {key} of {name} of shape {got}, the weight's is "
                                       f"({', '.join(map(str, shapes[name]))})")
+    return index, group_of_source
+
+
+def plan_optimizer(saved: dict, names: list[str], shapes: dict[str, tuple], ours: list[list[tuple[str, tuple]]],
+                   ckpt: Path, simplex_embedding: str) -> OptimizerMap:
+    """Match the saved 4.25 optimizer state to our groups by parameter name.
+
+    ``names``: the original's parameters in order; ``shapes``: their shapes (from its
+    weights); ``ours``: our optimizer's groups as (name, shape) lists.
+    """
+    if not isinstance(saved, dict) or not {"state", "param_groups"} <= saved.keys():
+        raise _fail(ckpt, f"{OPTIMIZER} does not hold an optimizer state dict")
+    groups = saved["param_groups"]
+    state = saved["state"]
+    sizes = [len(g.get("params", [])) if isinstance(g, dict) else -1 for g in groups] \
+        if isinstance(groups, list) else []
+    # The two layouts can have equal group sizes: the one whose every moment fits its
+    # parameter's shape is the one that wrote the file.
+    failures: list[CheckpointError] = []
+    for candidate, ssdlm in (("Trainer", False), ("ssdlm_optimizer", True)):
+        expected = original_groups(names, ssdlm)
+        if sizes != [len(g) for g in expected]:
+            continue
+        try:
+            index, group_of_source = _index_layout(groups, state, expected, shapes, ckpt)
+            layout = candidate
+            break
+        except CheckpointError as e:
+            failures.append(e)
+    else:
+        if failures:
+            raise failures[0]
+        want = [len(g) for g in original_groups(names, False)]
+        raise _fail(ckpt, f"{OPTIMIZER} has groups of {sizes} parameters, the original's Trainer would have "
+                          f"{want} for this model's config")
     sources: list[list[int | None]] = []
     used: set[str] = set()
     for group in ours:

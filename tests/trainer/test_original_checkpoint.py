@@ -359,3 +359,54 @@ def test_original_shared_applies_two_adam_updates_to_one_storage(tmp_path):
     assert torch.allclose(emb.detach(), twice, atol=1e-6)
     assert not torch.allclose(emb.detach(), once, atol=1e-3)
     assert copy.data_ptr() == emb.data_ptr()  # still one storage
+    model.to(torch.float64)  # a move copies each parameter apart (as .to("cuda") does); the model re-links
+    assert model.vocab_to_hidden_dim_embed.weight.data_ptr() == model.roberta.embeddings.word_embeddings.weight.data_ptr()
+
+
+def groups_ssdlm(names: list[str]) -> list[list[str]]:
+    """The original's ssdlm_optimizer split (sdlm/trainer.py, create_optimizer)."""
+    no_decay = ["bias", "LayerNorm.weight", "timestep_embed.weight", "timestep_embed.bias"]
+    return [[n for n in names if not any(nd in n for nd in no_decay)],
+            [n for n in names if any(nd in n for nd in no_decay)]]
+
+
+@pytest.mark.parametrize("layout, grouping", [("Trainer", groups_425), ("ssdlm_optimizer", groups_ssdlm)])
+def test_optimizer_layout_is_told_apart_and_mapped_by_name(tmp_path, layout, grouping):
+    """Both layouts split the tiny model into groups of equal sizes; the moments' shapes decide."""
+    from trainer.checkpoint_check import CheckpointError
+    from trainer.original_format import plan_optimizer
+
+    H, V = 4, 10
+    names = names_425(1, projection=False)
+
+    def shape(n):
+        if n == E:
+            return (V, H)
+        if n == COPY:
+            return (H, V)
+        if n == "timestep_embed.weight":
+            return (H, 1)
+        if n == "lm_head.bias":
+            return (V,)
+        return (H,) if n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n else (H, H)
+
+    shapes = {n: shape(n) for n in names}
+    state, groups, i, where = {}, [], 0, {}
+    for group in grouping(names):
+        groups.append({"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "correct_bias": True,
+                       "initial_lr": 1e-4, "params": []})
+        for n in group:
+            state[i] = {"step": 7, "exp_avg": torch.full(shapes[n], float(i)), "exp_avg_sq": torch.ones(shapes[n])}
+            groups[-1]["params"].append(i)
+            where[n] = i
+            i += 1
+    saved = {"state": state, "param_groups": groups}
+    assert [len(g) for g in groups_425(names)] == [len(g) for g in groups_ssdlm(names)]
+    ours = [[(n, shapes[n]) for n in names if n != COPY]]
+    plan = plan_optimizer(saved, names, shapes, ours, tmp_path, "tied")
+    assert plan.layout == layout and plan.dropped == [COPY]
+    for (name, _), src in zip(ours[0], plan.sources[0], strict=True):
+        assert state[src]["exp_avg"].flatten()[0].item() == where[name], name
+    groups[0]["params"].pop()
+    with pytest.raises(CheckpointError, match="has groups of"):
+        plan_optimizer(saved, names, shapes, ours, tmp_path, "tied")
