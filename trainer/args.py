@@ -35,8 +35,17 @@ RENAMED_KEYS = {
     "per_gpu_train_batch_size": "per_device_train_batch_size",
     "per_gpu_eval_batch_size": "per_device_eval_batch_size",
 }
-SELF_CONDITION_CHOICES = ("logits", "logits_with_projection", "logits_addition", "logits_with_projection_addition",
-                          "logits_mean", "logits_max", "logits_multiply")
+# The original's self-conditioning modes (sdlm/arguments.py, allenai/tess-diffusion 63f039b),
+# listed here once: the config check and trainer/model.py both read this tuple.
+SELF_CONDITION_CHOICES = (
+    "logits",  # concatenate [x_t embedding, previous embedding], project 2H -> H
+    "logits_with_projection",  # the same, the previous prediction fed as its +-k simplex corner
+    "logits_addition",  # x_t embedding + previous embedding
+    "logits_with_projection_addition",  # the same sum, the previous prediction as its simplex corner
+    "logits_mean",  # (x_t embedding + previous embedding) / 2
+    "logits_max",  # elementwise maximum
+    "logits_multiply",  # elementwise product
+)
 BETA_SCHEDULES = ("squaredcos_improved_ddpm", "linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 SAMPLING_TYPES = ("argmax", "sample", "top_p")
 CLASSIFIER_FREE_UNCOND_INPUTS = ("empty_token", "noisy_simplex")
@@ -201,8 +210,7 @@ def _check_choices(model: ModelArguments, data: DataArguments, diffusion: Diffus
                                  ("beta_schedule", diffusion.beta_schedule, BETA_SCHEDULES),
                                  ("classifier_free_uncond_input", diffusion.classifier_free_uncond_input,
                                   CLASSIFIER_FREE_UNCOND_INPUTS)):
-        if value not in choices:
-            raise ConfigError(f"config key {name} must be one of {', '.join(choices)}, not {value!r}")
+        check(name, Spec(str, choices=choices), value)
     if diffusion.self_condition in ("logits", "logits_with_projection") and (
             diffusion.self_condition_mix_before_weights or diffusion.self_condition_mix_logits_before_weights):
         raise ConfigError(f"self_condition {diffusion.self_condition} concatenates, so it cannot mix before the "

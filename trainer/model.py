@@ -30,18 +30,9 @@ from transformers.models.roberta.modeling_roberta import (
     RobertaPreTrainedModel,
 )
 
+from .args import SELF_CONDITION_CHOICES as SELF_CONDITION_MODES
 from .simplex import ids_to_simplex
 
-# The original's self-conditioning modes (sdlm/arguments.py, allenai/tess-diffusion 63f039b).
-SELF_CONDITION_MODES = (
-    "logits",  # concatenate [x_t embedding, previous embedding], project 2H -> H
-    "logits_with_projection",  # the same, the previous prediction fed as its +-k simplex corner
-    "logits_addition",  # x_t embedding + previous embedding
-    "logits_with_projection_addition",  # the same sum, the previous prediction as its simplex corner
-    "logits_mean",  # (x_t embedding + previous embedding) / 2
-    "logits_max",  # elementwise maximum
-    "logits_multiply",  # elementwise product
-)
 # Modes whose previous prediction is re-projected to the +-k simplex before it is fed back.
 PROJECTED_PREVIOUS_MODES = ("logits_with_projection", "logits_with_projection_addition")
 # Modes that combine through project_to_hidden_size rather than an elementwise mix.
