@@ -15,11 +15,11 @@ from trainer.plot import write_plot
 
 @pytest.fixture(scope="module")
 def synced_resumed_run(tmp_path_factory):
-    """20 steps with syncd running beside it, then a resume to 30: the demo in small."""
+    """10 steps with syncd running beside it, then a resume to 16: the demo in small."""
     import torch
 
     tmp = tmp_path_factory.mktemp("plotrun")
-    cfg = write_config(tmp, max_steps=20, eval_strategy="steps", eval_steps=10, save_steps=10,
+    cfg = write_config(tmp, max_steps=10, eval_strategy="steps", eval_steps=8, save_steps=5,
                        gdrive_backup_dir=str(tmp / "remote"), syncd_settle_seconds=1,
                        syncd_interval_seconds=1, syncd_wait_timeout_seconds=60)
     before = torch.get_num_threads()
@@ -27,7 +27,7 @@ def synced_resumed_run(tmp_path_factory):
     assert syncd_main(["start", str(cfg)]) == 0
     try:
         assert tess_main([str(cfg)]) == 0
-        assert tess_main([str(cfg), "--max_steps", "30"]) == 0  # resumes from checkpoint-20
+        assert tess_main([str(cfg), "--max_steps", "16"]) == 0  # resumes from checkpoint-10
         assert syncd_main(["wait", str(cfg), "--timeout", "60"]) == 0
     finally:
         syncd_main(["stop", str(cfg)])
@@ -52,27 +52,28 @@ def test_plot_draws_the_loss_log_evals_resume_and_commits(synced_resumed_run, ca
     # Training loss: every step of loss_log.jsonl, in order, nothing else.
     losses = read_losses(out)
     (train,) = _line(fig, "train_loss")
-    assert list(train.get_xdata()) == sorted(losses) == list(range(1, 31))
+    assert list(train.get_xdata()) == sorted(losses) == list(range(1, 17))
     assert list(train.get_ydata()) == [losses[s] for s in sorted(losses)]
     # Eval loss and the entity metric: the newest checkpoint's log_history.
-    history = json.loads((out / "checkpoint-30" / "trainer_state.json").read_text())["log_history"]
+    history = json.loads((out / "checkpoint-16" / "trainer_state.json").read_text())["log_history"]
     evals = {h["step"]: h for h in history if "eval_loss" in h}
-    assert sorted(evals) == [10, 20, 30]
+    steps = sorted(evals)
+    assert steps[0] == 8 and steps[-1] == 16  # every eval_steps, and where each run ended
     (ev,) = _line(fig, "eval_loss")
-    assert list(ev.get_xdata()) == [10, 20, 30]
-    assert list(ev.get_ydata()) == [evals[s]["eval_loss"] for s in (10, 20, 30)]
+    assert list(ev.get_xdata()) == steps
+    assert list(ev.get_ydata()) == [evals[s]["eval_loss"] for s in steps]
     (em,) = _line(fig, "eval_entity_exact_match")
-    assert list(em.get_ydata()) == [evals[s]["eval_entity_exact_match"] for s in (10, 20, 30)]
-    # The resume at step 20: a dashed line on both panels.
+    assert list(em.get_ydata()) == [evals[s]["eval_entity_exact_match"] for s in steps]
+    # The resume at step 10: a dashed line on both panels.
     resumed = _line(fig, "resumed")
-    assert len(resumed) == 2 and all(list(r.get_xdata()) == [20, 20] for r in resumed)
-    # Commits: the checkpoints syncd committed (it records each one), 30 among them.
+    assert len(resumed) == 2 and all(list(r.get_xdata()) == [10, 10] for r in resumed)
+    # Commits: the checkpoints syncd committed (it records each one), the last among them.
     committed_names = {p.stem for p in (out / ".syncd" / "state" / "committed").glob("checkpoint-*.json")}
     (ticks,) = _line(fig, "committed")
     assert sorted(ticks.get_xdata()) == sorted(int(n.split("-")[1]) for n in committed_names)
-    assert 30 in ticks.get_xdata() and set(ticks.get_xdata()) <= {10, 20, 30}
+    assert 16 in ticks.get_xdata() and set(ticks.get_xdata()) <= {5, 10, 15, 16}
     (final,) = _line(fig, "final_committed")
-    assert list(final.get_xdata()) == [30]
+    assert list(final.get_xdata()) == [16]
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
