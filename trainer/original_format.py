@@ -82,7 +82,9 @@ INIT_HINT = "or start from its weights alone with --init_from_checkpoint {ckpt} 
 
 def _fail(ckpt: Path, problem: str, hint: str | None = None) -> CheckpointError:
     hint = hint or INIT_HINT.format(ckpt=ckpt)
-    return CheckpointError(f"cannot continue the original TESS checkpoint {ckpt}: {problem}; {hint}")
+    error = CheckpointError(f"cannot continue the original TESS checkpoint {ckpt}: {problem}; {hint}")
+    error.problem = problem  # without the way on, for init_from_checkpoint's own line
+    return error
 
 
 # ---- recognising one --------------------------------------------------------------
@@ -292,7 +294,7 @@ def init_weights(model, path: str | Path) -> None:
             raise ConfigError(f"init_from_checkpoint {path} has no model.safetensors or {WEIGHTS}")
         mapped = map_weights(source, model, path, strict_copy=False, what=what)
     except CheckpointError as e:
-        raise ConfigError(f"init_from_checkpoint: {e}") from None
+        raise ConfigError(f"init_from_checkpoint {path}: {getattr(e, 'problem', e)}") from None
     _load_into(model, mapped)
     logger.info("weights initialised from %s (%d tensors); optimizer, schedule and step start fresh",
                 path, len(mapped))

@@ -307,6 +307,18 @@ def test_init_from_checkpoint_takes_the_weights_alone(reference_runs, tmp_path, 
     assert torch.equal(model.lm_head.decoder.weight, weights[E])  # E, still tied to the LM head
 
 
+def test_init_from_a_checkpoint_of_another_shape_stops_with_one_line(reference_runs, tmp_path, capsys):
+    shared, _, _ = reference_runs["shared"]  # self_condition logits: it has project_to_hidden_size
+    orig = to_original(shared / "out" / "checkpoint-5", tmp_path / "orig" / "checkpoint-5")
+    code = run(write_config(tmp_path, max_steps=10), "--init_from_checkpoint", str(orig))
+    err = error_lines(capsys)
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (f"tess-train: error: init_from_checkpoint {orig}: pytorch_model.bin holds "
+                      "project_to_hidden_size.weight, which this model has no place for (self_condition "
+                      "logits_addition)")
+    assert not (tmp_path / "out" / "loss_log.jsonl").exists()
+
+
 def test_original_rng_pickle_needs_the_numpy1_allowance(reference_runs, tmp_path):
     from transformers.trainer_pt_utils import safe_globals
 
