@@ -27,7 +27,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	@$(PIP) install -q --dry-run --no-deps --only-binary=:all: torch==$(TORCH_VERSION) >/dev/null 2>&1 || { \
-	  echo "make: torch==$(TORCH_VERSION) has no wheel for Python $$($(PY) -c 'import platform; print(platform.python_version(), platform.system(), platform.machine())') (or PyPI cannot be reached); use a Python that has one (make PYTHON=python3.12), see README 'Supported platforms'" >&2; exit 2; }
+	  echo "make: torch==$(TORCH_VERSION) has no wheel for Python $$($(PY) -c 'import platform; print(platform.python_version(), platform.system(), platform.machine())') (or PyPI cannot be reached); use a Python it has a wheel for (make PYTHON=python3.X), see README 'Supported platforms'" >&2; exit 2; }
 	$(PIP) install -q torch==$(TORCH_VERSION)
 	$(PIP) install -q -e '.[test]'
 	touch $(STAMP)
