@@ -86,9 +86,11 @@ def resolve_model(target: str) -> tuple[Path, object | None]:
 def load_model(folder: Path, device: str | None, cfg=None):
     import torch
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from .model import TessRobertaModel
 
+    hf_logging.disable_progress_bar()  # "Loading weights" would break the one-line error contract
     try:
         model = TessRobertaModel.from_pretrained(folder)
     except (OSError, ValueError) as e:
@@ -114,6 +116,8 @@ def kg_rank(args) -> int:
 
     if args.mode not in (*K.MODES, "both"):
         raise ConfigError(f"--mode must be head, tail or both, not {args.mode!r}")
+    if args.reduce not in ("mean", "sum"):
+        raise ConfigError(f"--reduce must be mean or sum, not {args.reduce!r}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch_size must be at least 1, not {args.batch_size}")
     test = K.read_quads(args.test_file, "test_file")  # before the model: a bad file costs nothing
