@@ -229,3 +229,20 @@ def test_ranks_agree_on_the_step_to_stop_when_one_is_signalled(tmp_path):
     stops = sorted(line for out in outputs for line in out.splitlines() if line.startswith("STOP "))
     assert stops == ["STOP 0 3 save=True", "STOP 1 3 save=True"], outputs
 
+
+
+def test_callback_refuses_a_bad_config_and_a_config_for_another_folder(tmp_path):
+    from types import SimpleNamespace
+
+    from syncd.errors import ConfigError
+    from syncd.hf import SyncdCallback
+
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        SyncdCallback(tmp_path / "bad.json")  # at construction, before any step
+    cfg = write_config(tmp_path / "cfg.json", output_dir=str(tmp_path / "a"), gdrive_backup_dir=str(tmp_path / "r"))
+    cb = SyncdCallback(cfg)
+    args = SimpleNamespace(output_dir=str(tmp_path / "b"), should_save=True)
+    with pytest.raises(SyncdError, match="syncd would never see its checkpoints"):
+        cb.on_train_begin(args, SimpleNamespace(), SimpleNamespace())
+    assert running_pid(tmp_path / "a" / ".syncd") is None  # nothing was started for the wrong folder
