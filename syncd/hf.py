@@ -110,10 +110,12 @@ def resume_checkpoint(config: str | os.PathLike[str] | SyncConfig, **overrides: 
     Restores the remote's newest committed checkpoint first when the local folder has
     no complete one. Raises RemoteError when the remote cannot be read, ResumeError
     when the local folder holds only unusable checkpoints (both SyncdErrors).
-    Under torch.distributed, rank 0 decides (and restores) first, the others after it.
+    Under torch.distributed, rank 0 decides (and restores) first, then each other
+    node's first process, then the rest (``_in_turns``): call it once the Trainer is
+    built, which is when the process group exists.
     """
     sync = config if isinstance(config, SyncConfig) else load_config(config, overrides)
-    with _rank_zero_first():
+    with _in_turns():
         path, why = find_resume(sync)
     log.info("%s", why)
     return str(path) if path is not None else None
@@ -151,15 +153,25 @@ def _any_rank(flag: bool) -> bool:
 
 
 @contextlib.contextmanager
-def _rank_zero_first():
+def _in_turns():
+    """World rank 0 first, then the first process of every other node, then the rest.
+
+    So one process per disk restores (a shared disk: rank 0; a disk per node: each
+    node's first process) and the others find the local copy. Three barriers on every
+    rank, also when the body raises, so no rank is left waiting.
+    """
     dist = _dist()
-    first = dist is None or dist.get_rank() == 0
-    if not first:
+    if dist is None:
+        yield
+        return
+    rank = dist.get_rank()
+    turn = 0 if rank == 0 else 1 if int(os.environ.get("LOCAL_RANK", rank)) == 0 else 2
+    for _ in range(turn):
         dist.barrier()
     try:
         yield
     finally:
-        if first and dist is not None:
+        for _ in range(turn, 3):
             dist.barrier()
 
 

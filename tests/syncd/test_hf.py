@@ -211,11 +211,16 @@ def test_plain_trainer_script_commits_each_checkpoint_at_once(tmp_path):
             wait_for(lambda: running_pid(out / ".syncd") is None, 60, what="syncd to stop")
 
 
-def test_ranks_agree_on_the_step_to_stop_when_one_is_signalled(tmp_path):
-    """Two real gloo ranks; only rank 1 gets SIGTERM, at step 3: both save and stop at step 3."""
+def test_ranks_restore_once_and_agree_on_the_step_to_stop_when_one_is_signalled(tmp_path):
+    """Two real gloo ranks sharing an empty output folder: rank 0 restores from the remote, rank 1
+    then finds its copy; only rank 1 gets SIGTERM, at step 3: both save and stop at step 3."""
+    commit_to_remote(fake_checkpoint(tmp_path / "elsewhere", 20), tmp_path / "remote", "run")
+    cfg = write_config(tmp_path / "cfg.json", output_dir=str(tmp_path / "out"), run_name="run",
+                       gdrive_backup_dir=str(tmp_path / "remote"))
     helper = REPO / "tests" / "helpers" / "ddp_preempt.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    ranks = [subprocess.Popen([PY, str(helper), str(r), "2", str(tmp_path / "rendezvous"), "1", "3"],
+    env.pop("LOCAL_RANK", None)  # one machine: rank 1 is not a node's first process
+    ranks = [subprocess.Popen([PY, str(helper), str(r), "2", str(tmp_path / "rendezvous"), "1", "3", str(cfg)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                               start_new_session=True) for r in range(2)]
     try:
@@ -228,6 +233,9 @@ def test_ranks_agree_on_the_step_to_stop_when_one_is_signalled(tmp_path):
     assert [p.returncode for p in ranks] == [0, 0], outputs
     stops = sorted(line for out in outputs for line in out.splitlines() if line.startswith("STOP "))
     assert stops == ["STOP 0 3 save=True", "STOP 1 3 save=True"], outputs
+    restored = str(tmp_path / "out" / "checkpoint-20")
+    assert f"RESUME 0 {restored}" in outputs[0] and f"RESUME 1 {restored}" in outputs[1], outputs
+    assert "restored from the remote" in outputs[0] and "newest complete local checkpoint" in outputs[1], outputs
 
 
 
