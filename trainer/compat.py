@@ -219,8 +219,50 @@ def rename_legacy(data: dict[str, Any], training_fields: set[str]) -> dict[str, 
     return out
 
 
+def _our_fields() -> set[str]:
+    from . import args  # late: args imports this module
+
+    return {f.name for cls in (args.ModelArguments, args.DataArguments, args.DiffusionArguments, args.RunArguments)
+            for f in dataclasses.fields(cls)}
+
+
+def apply_metrics(data: dict[str, Any]) -> dict[str, Any]:
+    """The original's metric switches onto ours (eval_text_metrics, eval_perplexity_model).
+
+    The original computes its generation metrics at every evaluation unless
+    ``without_compute_metrics``, perplexity under ``autoregressive_eval_model``
+    (gpt-neo-1.3B by default). Here they are off unless asked: a config that says
+    ``without_compute_metrics: false`` asks for them, and a config that names
+    ``autoregressive_eval_model`` names the perplexity model.
+    """
+    ours = _our_fields()
+    if not {"eval_text_metrics", "eval_perplexity_model"} <= ours:
+        return data  # a build without the text metrics: OriginalArguments keeps the keys
+    off = data.get("without_compute_metrics")
+    asked = [k for k in ("eval_text_metrics", "eval_perplexity_model") if data.get(k)]
+    if off is True and asked:
+        raise ConfigError(f"without_compute_metrics true turns the generation metrics off, but {asked[0]} asks for "
+                          "them; keep one")
+    out = dict(data)
+    if off is False and "eval_text_metrics" not in data:
+        out["eval_text_metrics"] = True
+        logger.info("without_compute_metrics false: the generation metrics (dist-n, repetition, zipf) are computed "
+                    "at each evaluation, as in the original (here as eval_text_metrics true)")
+    named = data.get("autoregressive_eval_model")
+    if isinstance(named, str) and named and off is not True:
+        current = data.get("eval_perplexity_model")
+        if current not in (None, named):
+            raise ConfigError(f"config has both autoregressive_eval_model {named!r} and eval_perplexity_model "
+                              f"{current!r}; keep eval_perplexity_model")
+        out["eval_perplexity_model"] = named
+        logger.info("autoregressive_eval_model %s is read as eval_perplexity_model: the causal LM that scores "
+                    "the generated text", named)
+    return out
+
+
 def apply_overrides(data: dict[str, Any]) -> dict[str, Any]:
     """``config_overrides`` ("n_layer=2,hidden_size=64") as model_config entries, as the original means it."""
+    data = apply_metrics(data)
     text = data.get("config_overrides")
     if not text:
         return data
@@ -319,6 +361,10 @@ def notes(cfg, given: dict[str, Any]) -> list[str]:
     if original.without_compute_metrics:
         out.append("without_compute_metrics true: no generation metrics (perplexity under a causal LM, dist-n, "
                    "MAUVE), as in the original; the eval loss and the sample lines are still computed")
+    elif "without_compute_metrics" not in given and "eval_text_metrics" not in given and \
+            implemented(cfg, "eval_text_metrics") and _looks_original(given):
+        out.append("without_compute_metrics not given: the original computes its generation metrics at every "
+                   "evaluation by default; here they are off unless eval_text_metrics is true")
     if "load_states_in_eval_from_model_path" in given:
         out.append("load_states_in_eval_from_model_path: evaluation uses the model being trained, as the fork "
                    "does; the original reloaded model_name_or_path's states before its final evaluation")
@@ -331,11 +377,12 @@ def notes(cfg, given: dict[str, Any]) -> list[str]:
     if given.get("gdrive_backup_dir"):
         out.append("gdrive_backup_dir: checkpoints are mirrored by the syncd daemon (syncd start CONFIG, beside "
                    "the trainer), not copied by the training process as in the fork")
-    if original.autoregressive_eval_model != ORIGINAL_FIELDS["autoregressive_eval_model"].default and \
-            "autoregressive_eval_model" in given:
-        out.append(f"autoregressive_eval_model {original.autoregressive_eval_model!r}: the original's "
-                   "perplexity model for generated text")
     return out
+
+
+def _looks_original(given: dict[str, Any]) -> bool:
+    """A config written for the original: it carries a key only the original knows."""
+    return any((k in ORIGINAL_FIELDS and k not in STAND_INS) or k in LEGACY_NAMES for k in given)
 
 
 def _cuda(training) -> bool:

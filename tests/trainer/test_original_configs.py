@@ -32,7 +32,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "tess_original"
 FORK_CONFIG = FIXTURES / "fork_tess_gpu_oneline_sc.json"
 ALLENAI_CONFIG = FIXTURES / "allenai_simple_data_test.json"
 TINY_MODEL = json.dumps({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                         "intermediate_size": 64, "max_position_embeddings": 258})
+                         "intermediate_size": 64, "max_position_embeddings": 66})
 
 
 def git_blob(path: Path) -> str:
@@ -128,6 +128,31 @@ def test_original_key_is_accepted(tmp_path, caplog, key, value, parsed, line):
         assert not notes, messages
     else:
         assert len([m for m in messages if line in m]) == 1, messages
+
+
+def ours(cfg, key):
+    for part in (cfg.model, cfg.data, cfg.diffusion, cfg.run):
+        if hasattr(part, key):
+            return getattr(part, key)
+    raise AttributeError(key)
+
+
+def test_the_original_metric_switches_map_onto_ours(tmp_path, caplog, capsys):
+    if not compat.implemented(parse_config([str(write_config(tmp_path))]), "eval_text_metrics"):
+        pytest.fail("this build has no eval_text_metrics")
+    cfg, messages = parse_logged(caplog, write_config(tmp_path, without_compute_metrics=False,
+                                                      autoregressive_eval_model="gpt2"))
+    assert ours(cfg, "eval_text_metrics") is True and ours(cfg, "eval_perplexity_model") == "gpt2"
+    assert sum("read as eval_perplexity_model" in m for m in messages) == 1
+    cfg, messages = parse_logged(caplog, write_config(tmp_path, without_compute_metrics=True,
+                                                      autoregressive_eval_model="gpt2"))
+    assert ours(cfg, "eval_text_metrics") is False and ours(cfg, "eval_perplexity_model") is None
+    cfg, messages = parse_logged(caplog, write_config(tmp_path, split_glue=True))  # an original-style config
+    assert ours(cfg, "eval_text_metrics") is False
+    assert any("without_compute_metrics not given" in m for m in messages)
+    code = main([str(write_config(tmp_path, without_compute_metrics=True, eval_text_metrics=True))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "without_compute_metrics true turns the generation metrics off" in err[-1]
 
 
 def test_config_overrides_becomes_model_config(tmp_path):
@@ -270,8 +295,8 @@ def test_overwrite_follows_an_explicit_resume_setting(tmp_path):
 def test_fork_config_trains_and_resumes(tmp_path, procs, capsys, monkeypatch):
     """The fork's config as published, with only the model size and the data overridden.
 
-    320 lines at its batch of 16 are its one epoch of 20 steps; save_steps 10 (its own is
-    500) gives a checkpoint to resume from. Its output_dir %GDRIVE%/... comes from the
+    320 lines of 64 tokens (padded, as it says) at its batch of 16 are its one epoch of
+    20 steps; save_steps 10 (its own is 500) gives a checkpoint to resume from. Its output_dir %GDRIVE%/... comes from the
     environment, its report_to tensorboard writes an event file, its do_eval a final
     evaluation; run again, its overwrite_output_dir refuses to train over the
     checkpoints, and with --overwrite_output_dir false it resumes.
@@ -282,7 +307,7 @@ def test_fork_config_trains_and_resumes(tmp_path, procs, capsys, monkeypatch):
             "--model_config", TINY_MODEL, "--cache_dir", str(tmp_path.parent / "hf-cache"),
             "--train_file", str(REPO / "data" / "kg_quads" / "train.txt"),
             "--validation_file", str(REPO / "data" / "kg_quads" / "validation.txt"),
-            "--max_train_samples", "320", "--max_eval_samples", "8", "--save_steps", "10",
+            "--max_train_samples", "320", "--max_eval_samples", "8", "--max_seq_length", "64", "--save_steps", "10",
             "--disable_tqdm", "true"]
     monkeypatch.setenv("GDRIVE", str(drive))
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
