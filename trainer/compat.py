@@ -260,9 +260,20 @@ def apply_metrics(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def apply_sampling(data: dict[str, Any]) -> dict[str, Any]:
+    """``top_p`` without ``sampling_type``: the original's default sampling_type is top_p, so nucleus sampling."""
+    from . import args  # late: args imports this module
+
+    if data.get("top_p") is None or "sampling_type" in data or "top_p" not in getattr(args, "SAMPLING_TYPES", ()):
+        return data
+    logger.info("top_p %s without sampling_type: nucleus sampling, as under the original's default sampling_type "
+                "top_p (ours is argmax, which would ignore top_p); read as sampling_type top_p", data["top_p"])
+    return {**data, "sampling_type": "top_p"}
+
+
 def apply_overrides(data: dict[str, Any]) -> dict[str, Any]:
     """``config_overrides`` ("n_layer=2,hidden_size=64") as model_config entries, as the original means it."""
-    data = apply_metrics(data)
+    data = apply_sampling(apply_metrics(data))
     text = data.get("config_overrides")
     if not text:
         return data
@@ -371,6 +382,11 @@ def notes(cfg, given: dict[str, Any]) -> list[str]:
     if given.get("do_eval") is True:
         out.append("do_eval true: the model is evaluated on validation_file at the last step, as the original's "
                    "final evaluation, besides the eval_strategy schedule")
+    if _looks_original(given):
+        differ = default_differences(cfg, given)
+        if differ:
+            out.append("this config leaves out keys whose default here differs from the original's: "
+                       + ", ".join(differ))
     if cfg.training.fp16 and not _cuda(cfg.training):
         out.append("fp16 true without a CUDA device: training runs in float32 here (fp16 autocast is CUDA's; "
                    "the original needs a GPU for it too)")
@@ -378,6 +394,42 @@ def notes(cfg, given: dict[str, Any]) -> list[str]:
         out.append("gdrive_backup_dir: checkpoints are mirrored by the syncd daemon (syncd start CONFIG, beside "
                    "the trainer), not copied by the training process as in the fork")
     return out
+
+
+# The original's defaults where ours differ; a config written for the original that leaves
+# one of these out gets ours, and one start-up line lists them.
+ORIGINAL_DEFAULTS = {
+    "num_diffusion_steps": 2500,
+    "num_inference_diffusion_steps": 2500,
+    "line_by_line": False,
+    "pad_to_max_length": False,
+    "generate_with_seed": False,
+    "mask_padding": False,
+    "report_to": "all",
+}
+
+
+def default_differences(cfg, given: dict[str, Any]) -> list[str]:
+    """``key ours (original X)`` for each key left out whose default here is not the original's."""
+    out = []
+    for key, theirs in ORIGINAL_DEFAULTS.items():
+        if key in given:
+            continue
+        part = next((p for p in (cfg.model, cfg.data, cfg.diffusion, cfg.run, cfg.training) if hasattr(p, key)), None)
+        if part is None:
+            continue
+        here = getattr(part, key)
+        if isinstance(here, list) and len(here) <= 1:
+            here = here[0] if here else "none"
+        if here != theirs:
+            out.append(f"{key} {json_value(here)} (original {json_value(theirs)})")
+    return out
+
+
+def json_value(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def _looks_original(given: dict[str, Any]) -> bool:

@@ -244,7 +244,13 @@ def test_the_originals_own_config(tmp_path, monkeypatch, caplog, capsys):
     assert cfg.diffusion.self_condition == "logits_addition" and value(cfg, "guidance_scale") == 1.0
     assert (cfg.data.mask_ratio, cfg.data.max_seq_length, cfg.data.pad_to_max_length) == (0.5, 50, False)
     assert (cfg.diffusion.num_diffusion_steps, cfg.diffusion.num_inference_diffusion_steps) == (2000, 2000)
-    assert sum("read as" in m for m in messages) == 3, messages
+    assert sum("accelerate-era configs) is read as" in m for m in messages) == 3, messages
+    # top_p without sampling_type: the original's default sampling_type top_p, so nucleus sampling.
+    assert cfg.diffusion.sampling_type == "top_p"
+    assert any("top_p 0.99 without sampling_type" in m for m in messages)
+    differ = [m for m in messages if m.startswith("this config leaves out keys whose default here differs")]
+    assert len(differ) == 1 and "report_to none (original all)" in differ[0], messages
+    assert "num_diffusion_steps" not in differ[0]  # given by the config
 
 
 # overwrite_output_dir: never train over a run's checkpoints, wherever they are.
