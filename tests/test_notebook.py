@@ -39,7 +39,7 @@ def test_the_test_switch_guards_only_install_mount_and_login():
 
 
 def test_notebook_runs_top_to_bottom_then_restores_and_resumes_in_a_fresh_runtime(tmp_path, monkeypatch):
-    config = tiny_config(tmp_path, max_steps=20, save_steps=10, eval_strategy="steps", eval_steps=10,
+    config = tiny_config(tmp_path, max_steps=20, save_steps=10, eval_strategy="no",
                          syncd_settle_seconds=1, syncd_interval_seconds=1, syncd_wait_timeout_seconds=120)
     (tmp_path / "tiny.json").write_text(json.dumps(config))
     for key, value in {"TESSYNC_NOTEBOOK_TEST": "1", "TESSYNC_REPO": str(REPO), "TESSYNC_WORK": str(tmp_path),
