@@ -444,3 +444,52 @@ def test_generate_with_seed_repeats_the_evaluation_samples(seeded, tmp_path):
         trainer.write_samples()
         texts.append((tmp_path / "samples" / "step-0.txt").read_text())
     assert (texts[0] == texts[1]) == seeded
+
+
+# ---- the keys reach the run ----------------------------------------------------------------
+
+BAD_OPTIONS = [
+    ({"beta_schedule": "cosine"}, "config key beta_schedule must be one of"),
+    ({"sampling_type": "nucleus"}, "config key sampling_type must be one of"),
+    ({"classifier_free_uncond_input": "blank"}, "config key classifier_free_uncond_input must be one of"),
+    ({"self_condition": "logits", "self_condition_mix_before_weights": True}, "cannot mix before the weights"),
+    ({"self_condition": "logits_mean", "self_condition_mix_logits_before_weights": True,
+      "self_condition_zeros_after_softmax": True}, "self_condition_zeros_after_softmax cannot apply"),
+    ({"guidance_scale": 0.5}, "config key guidance_scale must be at least 1"),
+    ({"truncation_length": -1}, "config key truncation_length must be between"),
+    ({"eval_context_size": 0}, "config key eval_context_size must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_OPTIONS, ids=[next(iter(o)) for o, _ in BAD_OPTIONS])
+def test_bad_option_is_one_clear_line(tmp_path, overrides, message):
+    from trainer_testlib import write_config
+
+    from syncd.errors import ConfigError
+    from trainer.args import parse_config
+
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_config([str(write_config(tmp_path, **overrides))])
+    assert "\n" not in str(info.value)
+
+
+def test_options_reach_the_model_the_schedule_and_the_masks(tmp_path):
+    from trainer_testlib import write_config
+
+    from trainer.args import parse_config
+    from trainer.build import build_trainer
+
+    cfg = parse_config([str(write_config(
+        tmp_path, conditional_generation="prefix_lm", self_condition="logits_max",
+        self_condition_mix_before_weights=True, beta_schedule="sigmoid", truncation_length=2, eval_context_size=3,
+        mask_padding=False, guidance_scale=2.0, empty_token_be_mask=True, classifier_free_simplex_inputs=True,
+        max_train_samples=8, max_eval_samples=4))])
+    trainer = build_trainer(cfg).trainer
+    assert trainer.masking == SpanMasking("prefix_lm", 0.15, 3.0, 3, False, 2)
+    assert torch.equal(trainer.alpha_bars, alpha_bars("sigmoid", 100))
+    c = trainer.model.config
+    assert (c.self_condition, c.self_condition_mix_before_weights, c.empty_token_be_mask,
+            c.classifier_free_simplex_inputs) == ("logits_max", True, True, True)
+    assert c.mask_token_id == trainer.processing_class.mask_token_id
+    options = trainer.sampling_options()
+    assert (options.beta_schedule, options.guidance_scale, options.guided) == ("sigmoid", 2.0, True)
