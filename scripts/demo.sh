@@ -62,6 +62,14 @@ say "Drawing the runs: training and eval loss, eval metrics, where syncd committ
 "$BIN/tess-train" plot "$OUT"
 "$BIN/tess-train" plot "$tmp"
 
+say "Ranking entities with the trained model (tess-eval kg-rank): 200 validation queries, 64 negatives each"
+echo "    at the fork's t = 60 of 500 the candidate is barely noised (the loss mostly measures copying);"
+echo "    at t = 470 the span is almost pure noise and the score is the model's guess from the quad's context"
+for t in 60 470; do
+    "$BIN/tess-eval" kg-rank "$CONFIG" --test_file data/kg_quads/validation.txt --mode both \
+        --neg_k 64 --max_queries 200 --t_eval "$t" --no_progress 2>/dev/null | sed 's/^/    /'
+done
+
 say "Done."
 cat <<EOF
     Pictures:             $OUT/loss.png (the run, with syncd's commits), $tmp/loss.png (the resumed run)
