@@ -201,6 +201,11 @@ ROBERTA_MAX_LENGTH = 512
 def rename_legacy(data: dict[str, Any], training_fields: set[str]) -> dict[str, Any]:
     """``max_train_steps`` and friends to the Trainer's names, one line each."""
     out = {}
+    if "resume_from_checkpoint" in data and data["resume_from_checkpoint"] is None:
+        # HF 4.25's default, which the original's run_mlm.py reads as "the newest checkpoint-N".
+        logger.info("resume_from_checkpoint null: the original resumes from the newest checkpoint in output_dir "
+                    "(unless overwrite_output_dir); read as auto (false starts fresh)")
+        data = {**data, "resume_from_checkpoint": "auto"}
     if "max_seq_length" in data and data["max_seq_length"] is None:
         logger.info("max_seq_length null: the original takes the tokenizer's limit, %d for RoBERTa; read as %d",
                     ROBERTA_MAX_LENGTH, ROBERTA_MAX_LENGTH)

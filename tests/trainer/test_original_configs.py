@@ -103,6 +103,8 @@ ACCEPTED = [
     ("extra_padding_ratio", 0.0, ("original.extra_padding_ratio", 0.0), None),
     ("mixed_pretrain_objectives", False, ("original.mixed_pretrain_objectives", False), None),
     ("deepmind_conditional", False, ("original.deepmind_conditional", False), None),
+    ("resume_from_checkpoint", None, ("run.resume_from_checkpoint", "auto"), "resume_from_checkpoint null: the "
+                                                                           "original resumes from the newest"),
     ("sortish_sampler", True, ("original.sortish_sampler", True), "only the original's seq2seq scripts"),
     ("max_seq_length", None, ("data.max_seq_length", 512), "max_seq_length null: the original takes the "
                                                            "tokenizer's limit, 512 for RoBERTa"),
