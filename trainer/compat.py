@@ -7,16 +7,24 @@ prettyidol/tess-diffusion adds ``time_save_interval_seconds``, ``gdrive_backup_d
 and ``backup_keep_last``. A config written for either runs here unchanged:
 
 * keys we implement live in args.py's dataclasses (or transformers' own
-  TrainingArguments) under the original's names;
-* keys the original declares but whose meaning is "nothing" in its own ``run_mlm.py``
-  (GLUE and seq2seq options, flags its trainer never reads) parse into
-  ``OriginalArguments`` below and are ignored here too, with one start-up line when a
-  config sets them away from the original's default;
-* the accelerate-script names that the original's shipped configs still use
-  (``max_train_steps``, ``num_warmup_steps``, ``checkpointing_steps``) are read as the
-  Trainer's names, with one line each;
+  TrainingArguments) under the original's names; a model/sampling key that a build
+  lacks parses into a stand-in here and says, in one line, that it has no effect;
+* keys the original declares but its own ``run_mlm.py`` never reads (GLUE and seq2seq
+  options) parse into ``OriginalArguments`` and are ignored here too (NO_EFFECT);
+  keys it reads that mean something else here are accepted (DIFFERS, and the lines of
+  ``notes``); either says so in one start-up line when set away from its default;
+* a few are translated: the accelerate-script names of the original's shipped configs
+  (``max_train_steps``, ``num_warmup_steps``, ``checkpointing_steps``), the metric
+  switches (``without_compute_metrics``, ``autoregressive_eval_model``),
+  ``config_overrides``, ``top_p`` without ``sampling_type``, and the nulls of
+  ``max_seq_length`` and ``resume_from_checkpoint``;
 * keys that change training in a way this trainer cannot reproduce stop the run
-  before anything is built, with one line naming the key.
+  before anything is built, with one line naming the key (``check``);
+* ``overwrite_output_dir: true`` never trains over a run's checkpoints, local or on
+  the remote (``check_overwrite``).
+
+A config that looks written for the original also hears, in one line, which keys it
+leaves out default differently here.
 
 Path keys expand ``~``, ``$NAME``/``${NAME}`` and ``%NAME%`` as the fork's
 ``run_mlm.py`` does (syncd.config.expand_path; an unset variable is an error).
@@ -34,7 +42,6 @@ from syncd.errors import ConfigError
 
 logger = logging.getLogger("tessync.trainer")
 
-ORIGINAL = "allenai/tess-diffusion"
 FORK = "prettyidol/tess-diffusion"
 
 # The original's configs/*.json were written for an accelerate script (Hugging Face's
