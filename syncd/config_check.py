@@ -110,7 +110,7 @@ def check(name: str, spec: Spec, value: Any) -> Any:
         raise _fail(name, f"be at least {number_text(spec.minimum)}{why}, not {value!r}")
     if spec.maximum is not None and spec.above is None and value > spec.maximum:
         raise _fail(name, f"be at most {number_text(spec.maximum)}{why}, not {value!r}")
-    if spec.multiple_of is not None and (value / spec.multiple_of) != int(value / spec.multiple_of):
+    if spec.multiple_of is not None and not float(value / spec.multiple_of).is_integer():
         raise _fail(name, f"be a multiple of {number_text(spec.multiple_of)}{why}, not {value!r}")
     if spec.choices is not None and value not in spec.choices:
         null = " or null" if spec.nullable else ""

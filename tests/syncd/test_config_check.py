@@ -63,6 +63,7 @@ BAD = [
     (Spec(int, minimum=1, nullable=True, why="(or null for torch's default)"), 0,
      "must be at least 1 (or null for torch's default), not 0"),
     (Spec(float, multiple_of=0.25, why="(256 KiB)"), 0.3, "must be a multiple of 0.25 (256 KiB), not 0.3"),
+    (Spec(float, multiple_of=0.25), 1e308, "must be a multiple of 0.25, not 1e+308"),  # no OverflowError
     (Spec(str, choices=("permanent", "trash")), "shred", "must be one of permanent, trash, not 'shred'"),
     (Spec(str, choices=("a", "b"), nullable=True), "c", "must be one of a, b or null, not 'c'"),
 ]
