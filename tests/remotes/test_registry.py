@@ -13,6 +13,7 @@ from syncd import config
 from syncd.config_check import Spec
 from syncd.errors import ConfigError
 from syncd.remotes import registry
+from syncd.remotes.base import Capabilities
 from syncd.remotes.gdrive_options import OPTIONS as GDRIVE_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +108,22 @@ def test_checking_a_drive_config_imports_no_backend_library():
             "or m in ('syncd.remotes.gdrive', 'syncd.remotes.gdrive_auth')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_open_remote_builds_each_backend_from_the_config(tmp_path, s3_bucket):
+    from syncd.remotes import open_remote
+    from syncd.remotes.fsspec_remote import FsspecRemote
+    from syncd.remotes.local import LocalRemote
+
+    def opened(url: str):
+        cfg = config.build_config({"output_dir": str(tmp_path / "out"), "gdrive_backup_dir": url}, base_dir=tmp_path)
+        remote = open_remote(cfg)
+        remote.close()
+        return type(remote), remote.capabilities
+
+    assert opened("backups") == (LocalRemote, LocalRemote.capabilities)
+    # S3 computes an md5 (the ETag) of what it stores; a memory filesystem computes none.
+    assert opened(f"s3://{s3_bucket}/p") == (FsspecRemote, Capabilities(server_md5=True))
+    assert opened("memory://reg/p") == (FsspecRemote, Capabilities())
+    with pytest.raises(ConfigError, match="no remote configured"):
+        open_remote(config.build_config({"output_dir": str(tmp_path / "out")}))
