@@ -84,7 +84,7 @@ def bench_throughput(work: Path, size_gb: float, repeats: int) -> None:
         state = work / "syncd-state"
         shutil.rmtree(state, ignore_errors=True)
         remote = LocalRemote(dest)
-        staged = stage(inspect_checkpoint(ck, 0), state / "staging")
+        staged = stage(inspect_checkpoint(ck), state / "staging")
         identity.write_remote_record(remote, "run", "bench")  # the daemon's first upload does this once
         Uploader(remote, RemoteIndex(remote, "run"), state, workers=4).upload(
             UploadJob(ck.name, 100, staged), threading.Event(), "bench")

@@ -6,10 +6,11 @@ import logging
 import time
 from pathlib import Path
 
-from . import freshness
+from . import completeness, freshness
 from .checkpoints import LocalCheckpoint, inspect_final, scan_local
 from .config import SyncConfig
 from .errors import RemoteError
+from .fsutil import read_json
 from .identity import read_local_record
 from .locking import running_pid
 from .remote_state import RemoteIndex, Snapshot
@@ -19,12 +20,13 @@ from .restore import restore as _restore
 log = logging.getLogger("syncd")
 
 
-def restore(cfg: SyncConfig, step: int | None = None, to: Path | None = None, progress: bool = False) -> Path:
-    """Newest (or ``step``) committed checkpoint into ``(to or output_dir)/checkpoint-N``, verified."""
+def restore(cfg: SyncConfig, step: int | None = None, to: Path | None = None, progress: bool = False,
+            best: bool = False) -> Path:
+    """Newest (or ``step``, or the best) committed checkpoint into ``(to or output_dir)/checkpoint-N``, verified."""
     remote = open_remote(cfg)
     try:
-        return _restore(remote, cfg.run_name, Path(to) if to else cfg.output_dir, step=step, progress=progress,
-                        key=cfg.manifest_key)
+        return _restore(remote, cfg.run_name, Path(to) if to else cfg.output_dir, step=step, best=best,
+                        progress=progress, key=cfg.manifest_key)
     finally:
         remote.close()
 
@@ -38,19 +40,39 @@ def daemon_running(output_dir: Path) -> bool:
     return running_pid(Path(output_dir) / ".syncd") is not None
 
 
-def pending(cfg: SyncConfig, snap: Snapshot, include_final: bool = True) -> list[str]:
+def local_verdicts(cfg: SyncConfig) -> dict[str, bool]:
+    """The running daemon's completeness verdicts (completeness.py); empty without one."""
+    if running_pid(cfg.state_dir) is None:
+        return {}
+    return completeness.from_status(read_json(cfg.state_dir / "status.json", default=None))
+
+
+def judged_local(cfg: SyncConfig, verdicts: dict[str, bool]) -> list[LocalCheckpoint]:
+    """Local checkpoints and the final model, complete where a marker or the daemon says so."""
+    found = scan_local(cfg.output_dir)
+    final = inspect_final(cfg.output_dir)
+    out = []
+    for c in found + ([final] if final is not None else []):
+        quiet = completeness.WRITER_STOPPED if verdicts.get(c.name) else 0.0
+        out.append(completeness.judge(c, quiet, cfg.settle_seconds))
+    return out
+
+
+def pending(cfg: SyncConfig, snap: Snapshot, include_final: bool = True,
+            verdicts: dict[str, bool] | None = None) -> list[str]:
     """Names that must still be committed: the newest local checkpoint, and the final model.
 
-    A committed copy counts only when it holds the local bytes (freshness.py): a step
-    saved again with other contents is pending until its new version is committed.
+    Completeness is the daemon's verdict (``verdicts``, from its status) or a marker; a
+    folder still settling is pending too. A committed copy counts only when it holds
+    the local bytes (freshness.py): a step saved again with other contents is pending
+    until its new version is committed.
     """
-    local = [c for c in scan_local(cfg.output_dir, cfg.settle_seconds)
-             if c.complete or c.reason == "settling"]
+    judged = [c for c in judged_local(cfg, verdicts or {})
+              if c.complete or c.reason == completeness.AWAITING_QUIET]
+    local = [c for c in judged if not c.is_final]
     want: list[LocalCheckpoint] = local[-1:]
     if include_final:
-        final = inspect_final(cfg.output_dir, cfg.settle_seconds)
-        if final is not None and (final.complete or final.reason == "settling"):
-            want.append(final)
+        want += [c for c in judged if c.is_final]
     copies = snap.restorable() if isinstance(snap, Snapshot) else {e.base: e for e in snap if e.committed}
     out = []
     for c in want:
@@ -61,23 +83,41 @@ def pending(cfg: SyncConfig, snap: Snapshot, include_final: bool = True) -> list
     return out
 
 
+def _progress_mark(cfg: SyncConfig) -> tuple:
+    """What changes in the daemon's status when something may have been committed."""
+    doc = read_json(cfg.state_dir / "status.json", default=None) or {}
+    return (doc.get("pid"), doc.get("commits"), doc.get("last_pass_at"), tuple(doc.get("queue") or ()),
+            (doc.get("current") or {}).get("name"), tuple(sorted((doc.get("local") or {}).items(), key=str)))
+
+
 def wait_committed(cfg: SyncConfig, timeout_seconds: float, include_final: bool = True,
-                   poll_seconds: float = 0.5) -> bool:
-    """Block until the newest complete checkpoint (and the final model) is committed."""
+                   poll_seconds: float = 5.0, watch_seconds: float = 0.05) -> bool:
+    """Block until the newest complete checkpoint (and the final model) is committed.
+
+    The remote is read when the daemon's status shows progress (a commit, a pass), and
+    at least every ``poll_seconds``; between reads only the local status file is
+    watched, so ``wait`` returns moments after a commit without listing a network
+    remote many times a second.
+    """
     remote = open_remote(cfg)
     index = index_for(cfg, remote)
     deadline = time.monotonic() + timeout_seconds
+    seen, next_read = None, 0.0
     try:
         while True:
-            try:
-                left = pending(cfg, index.scan(), include_final)
-            except RemoteError as e:
-                log.warning("waiting: remote not readable yet (%s)", e)
-                left = ["?"]
-            if not left:
-                return True
+            mark = _progress_mark(cfg)
+            now = time.monotonic()
+            if mark != seen or now >= next_read:
+                seen, next_read = mark, now + poll_seconds
+                try:
+                    left = pending(cfg, index.scan(), include_final, local_verdicts(cfg))
+                except RemoteError as e:
+                    log.warning("waiting: remote not readable yet (%s)", e)
+                    left = ["?"]
+                if not left:
+                    return True
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(poll_seconds)
+            time.sleep(watch_seconds)
     finally:
         remote.close()

@@ -11,10 +11,11 @@ Layout owned by the trainer (syncd only reads it and retires whole folders)::
       config.json, model.safetensors  the final model (trainer.save_model())
       training-complete.json          our trainer's marker for the final model
 
-A checkpoint is complete when its marker matches the folder (every listed file
-exists with its size), or, without a marker, when ``trainer_state.json`` exists,
-no sentinel is present, and no file changed for ``settle_seconds``. The highest
-number alone proves nothing: a save killed half-way leaves a folder too.
+This module reads what a folder says about itself: a marker that matches the files
+makes it complete; without one, ``trainer_state.json`` and no sentinel make it a
+candidate (``AWAITING_QUIET``) that only quiet time can complete, which
+completeness.py judges. The highest number alone proves nothing: a save killed
+half-way leaves a folder too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +43,8 @@ _NOT_MODEL_SUFFIXES = (".log", ".out", ".err", ".jsonl", ".pid", ".lock", ".tmp"
 _NOT_MODEL_NAMES = ("nohup.out",)
 # Files whose presence makes the root of output_dir a saved model.
 _FINAL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# A folder without a marker that looks finished: complete once quiet (completeness.py).
+AWAITING_QUIET = "settling"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class LocalCheckpoint:
     step: int  # -1 when unknown (a final model without a marker)
     path: Path
     complete: bool
-    reason: str  # "marker", "settled", or why it is not complete
+    reason: str  # "marker", "quiet" (completeness.py), or why it is not complete yet
     files: tuple[LocalFile, ...] = field(default=(), repr=False)
     links: tuple[str, ...] = ()  # symlinks inside it: never followed, never mirrored
 
@@ -131,9 +133,8 @@ def _marker_matches(marker: dict, files: Iterable[LocalFile]) -> bool:
         return False
 
 
-def inspect_checkpoint(path: Path, settle_seconds: float, now: float | None = None) -> LocalCheckpoint:
-    """Decide whether one ``checkpoint-N`` folder is complete, and say why."""
-    now = time.time() if now is None else now
+def inspect_checkpoint(path: Path) -> LocalCheckpoint:
+    """What one ``checkpoint-N`` folder says about itself: complete by its marker, or why not."""
     name = path.name
     step = step_of(name)
     links: list[str] = []
@@ -148,17 +149,13 @@ def inspect_checkpoint(path: Path, settle_seconds: float, now: float | None = No
         reason = "still being written (incomplete sentinel)"
     elif TRAINER_STATE not in names:
         reason = "no trainer_state.json yet"
-    elif now - max(f.mtime for f in files) < settle_seconds:
-        reason = "settling"
     else:
-        reason = "settled"
-    return LocalCheckpoint(name, step if step is not None else -1, path, reason == "settled", reason, files,
-                           tuple(links))
+        reason = AWAITING_QUIET
+    return LocalCheckpoint(name, step if step is not None else -1, path, False, reason, files, tuple(links))
 
 
-def inspect_final(output_dir: Path, settle_seconds: float, now: float | None = None) -> LocalCheckpoint | None:
+def inspect_final(output_dir: Path) -> LocalCheckpoint | None:
     """The final model saved at the root of ``output_dir``, or None when there is none."""
-    now = time.time() if now is None else now
     files = tuple(f for f in walk_files(output_dir, recursive=False) if not f.path.startswith("."))
     names = {f.path for f in files}
     marker = _read_marker(output_dir / FINAL_MARKER)
@@ -174,11 +171,10 @@ def inspect_final(output_dir: Path, settle_seconds: float, now: float | None = N
     # Without a marker, the model is what save_model writes: not the logs that scripts
     # (and `syncd run > out/syncd.log`) keep appending to beside it.
     files = tuple(f for f in files if not f.path.endswith(_NOT_MODEL_SUFFIXES) and f.path not in _NOT_MODEL_NAMES)
-    settled = now - max(f.mtime for f in files) >= settle_seconds
-    return LocalCheckpoint(FINAL_NAME, -1, output_dir, settled, "settled" if settled else "settling", files)
+    return LocalCheckpoint(FINAL_NAME, -1, output_dir, False, AWAITING_QUIET, files)
 
 
-def scan_local(output_dir: Path, settle_seconds: float, now: float | None = None) -> list[LocalCheckpoint]:
+def scan_local(output_dir: Path) -> list[LocalCheckpoint]:
     """Every ``checkpoint-N`` folder under ``output_dir``, oldest step first."""
     out = []
     try:
@@ -187,14 +183,9 @@ def scan_local(output_dir: Path, settle_seconds: float, now: float | None = None
         return []
     for e in entries:
         if step_of(e.name) is not None and e.is_dir(follow_symlinks=False):
-            out.append(inspect_checkpoint(Path(e.path), settle_seconds, now))
+            out.append(inspect_checkpoint(Path(e.path)))
     out.sort(key=lambda c: c.step)
     return out
-
-
-def newest_complete(output_dir: Path, settle_seconds: float = 30.0) -> LocalCheckpoint | None:
-    complete = [c for c in scan_local(Path(output_dir), settle_seconds) if c.complete]
-    return complete[-1] if complete else None
 
 
 def _now_iso() -> str:

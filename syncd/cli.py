@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import api
-from .checkpoints import inspect_final, scan_local
+from . import api, completeness, reconcile, verify
 from .config import (
     KEYS,
     SyncConfig,
@@ -33,9 +32,7 @@ from .config import (
 )
 from .errors import ConfigError, IntegrityError, LockedError, NoDaemon, RemoteError, SyncdError
 from .fsutil import read_json
-from .hashing import hash_stream
 from .locking import prepare_state_dir, running_pid
-from .remote_state import listing_problems
 from .remotes import open_remote
 from .remotes.base import join
 
@@ -230,12 +227,11 @@ def _gather(cfg: SyncConfig) -> dict:
     pid = running_pid(cfg.state_dir)
     daemon = read_json(cfg.state_dir / "status.json", default={}) or {}
     rows: dict[str, dict] = {}
-    local = scan_local(cfg.output_dir, cfg.settle_seconds)
-    final = inspect_final(cfg.output_dir, cfg.settle_seconds)
-    for c in local + ([final] if final else []):
+    verdicts = completeness.from_status(daemon) if pid else {}
+    for c in api.judged_local(cfg, verdicts):
         rows[c.name] = {
             "name": c.name, "step": None if c.is_final else c.step,
-            "local": "complete" if c.complete else f"incomplete ({c.reason})",
+            "local": _local_text(c, daemon if pid else None),
             "local_bytes": c.size_bytes, "age_seconds": now - c.newest_mtime if c.files else None,
             "remote": None, "remote_bytes": None,
         }
@@ -247,7 +243,7 @@ def _gather(cfg: SyncConfig) -> dict:
             try:
                 snap = api.index_for(cfg, remote).scan()
                 copies = snap.restorable()
-                stale = set(api.pending(cfg, snap, include_final=True)) if pid is None else set()
+                stale = set(api.pending(cfg, snap, include_final=True, verdicts=verdicts)) if pid is None else set()
                 for e in snap:
                     row = rows.setdefault(e.base, {"name": e.base, "step": e.step, "local": None,
                                                    "local_bytes": None, "age_seconds": None,
@@ -298,6 +294,10 @@ def _gather(cfg: SyncConfig) -> dict:
         if base in rows:
             rows[base]["remote"] = "damaged (repairing from the local copy)"
             rows[base]["error"] = message
+    best = daemon.get("best_step") if pid else reconcile.best_step(
+        [c for c in api.judged_local(cfg, {}) if not c.is_final])
+    for row in rows.values():
+        row["best"] = best is not None and row["step"] == best
     order = sorted(rows.values(), key=lambda r: (r["step"] is None, r["step"] or 0), reverse=True)
     return {
         "output_dir": str(cfg.output_dir), "run": cfg.run_name, "remote": cfg.remote_url,
@@ -310,7 +310,18 @@ def _gather(cfg: SyncConfig) -> dict:
         "lag": {"steps": daemon.get("lag_steps"), "seconds": daemon.get("lag_seconds")} if pid else None,
         "http_port": daemon.get("http_port") if pid else None,
         "identity": daemon.get("identity") if pid else None, "run_id": daemon.get("run_id") if pid else None,
+        "space": daemon.get("space") if pid else None, "best_step": best,
     }
+
+
+def _local_text(c, daemon: dict | None) -> str:
+    """A local folder's completeness as the running daemon judged it (completeness.py)."""
+    published = ((daemon or {}).get("local") or {}).get(c.name)
+    if isinstance(published, dict) and isinstance(published.get("text"), str):
+        return published["text"]
+    if c.reason == completeness.AWAITING_QUIET:
+        return "incomplete (settling: no daemon is watching it)" if daemon is None else "incomplete (settling)"
+    return completeness.verdict_text(c)
 
 
 def _remote_state_text(e) -> str:
@@ -342,6 +353,8 @@ def _print_status(s: dict) -> None:
               f"{_human_bytes(q['free_bytes'])} free")
     if s.get("identity") and s["identity"] != "this run":
         print(f"run      {s['identity']}")
+    if (s.get("space") or {}).get("warning"):
+        print(f"space    {s['space']['warning']}")
     if s["remote_error"]:
         print(f"remote error  {s['remote_error']}")
     if s["last_error"]:
@@ -350,7 +363,7 @@ def _print_status(s: dict) -> None:
     if s["lag"] and s["lag"]["steps"]:
         print(f"lag      newest committed is {s['lag']['steps']} steps behind the newest local checkpoint")
     header = ("CHECKPOINT", "LOCAL", "REMOTE", "SIZE", "AGE", "LAST ERROR")
-    rows = [(r["name"], r["local"] or "-", r["remote"] or "-",
+    rows = [(r["name"] + (" (best)" if r.get("best") else ""), r["local"] or "-", r["remote"] or "-",
              _human_bytes(r["local_bytes"] if r["local_bytes"] is not None else r["remote_bytes"]),
              _human_age(r["age_seconds"]), r.get("error") or "") for r in s["checkpoints"]]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
@@ -375,12 +388,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if not args.remote:
-        for c in scan_local(cfg.output_dir, cfg.settle_seconds):
-            state = "complete" if c.complete else f"incomplete ({c.reason})"
-            print(f"{c.name}\t{state}\t{_human_bytes(c.size_bytes)}")
-        final = inspect_final(cfg.output_dir, cfg.settle_seconds)
-        if final is not None:
-            print(f"final\t{'complete' if final.complete else 'incomplete'}\t{_human_bytes(final.size_bytes)}")
+        daemon = read_json(cfg.state_dir / "status.json", default={}) if running_pid(cfg.state_dir) else None
+        for c in api.judged_local(cfg, completeness.from_status(daemon)):
+            print(f"{c.name}\t{_local_text(c, daemon)}\t{_human_bytes(c.size_bytes)}")
         return 0
     remote = open_remote(cfg)
     try:
@@ -432,7 +442,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
                 print("everything is committed")
                 return 0
             if not _daemon_shows_up(cfg, min(START_GRACE_SECONDS, max(0.0, deadline - time.monotonic()))):
-                    raise NoDaemon(f"syncd is not running for {cfg.output_dir}; {', '.join(left)} "
+                raise NoDaemon(f"syncd is not running for {cfg.output_dir}; {', '.join(left)} "
                                "will not be committed until it runs (syncd start CONFIG)")
         left_s = deadline - time.monotonic()
         if api.wait_committed(cfg, max(0.0, min(WAIT_SLICE_SECONDS, left_s))):
@@ -488,7 +498,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     cfg = _restore_config(args)
     if args.to is not None:
         check_folder_path(args.to, "--to")  # before any byte is fetched
-    path = api.restore(cfg, step=args.step, to=Path(args.to) if args.to else None,
+    if args.best and args.step is not None:
+        raise ConfigError("--best and --step name different checkpoints: give one")
+    path = api.restore(cfg, step=args.step, to=Path(args.to) if args.to else None, best=args.best,
                        progress=not args.quiet and sys.stderr.isatty() or args.progress)
     print(f"restored {path}")
     return 0
@@ -511,13 +523,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 continue
             if copies.get(e.base) is not e:
                 continue
-            stored = {f.path: f for f in remote.list_files(join(cfg.run_name, e.name))}
-            problems, unchecked = listing_problems(e.manifest, stored)
-            for mf in unchecked:  # no server checksum: read the bytes back
-                with remote.open_read(join(cfg.run_name, e.name, mf.path)) as fh:
-                    got = hash_stream(fh)
-                if got.sha256 != mf.sha256 or got.md5 != mf.md5:
-                    problems.append(f"{mf.path} checksum differs")
+            problems = verify.folder_problems(remote, join(cfg.run_name, e.name), e.manifest, read_back=True)
             checked += 1
             if problems:
                 bad += 1
@@ -601,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "or syncd restore gdrive://backups --run tess_tiny --to DIR).")
     sp.add_argument("--run", default=None, help="the run's name on the remote (default: the config's run_name)")
     sp.add_argument("--step", type=int, default=None, help="restore this step instead of the newest")
+    sp.add_argument("--best", action="store_true",
+                    help="restore the best checkpoint (best_model_checkpoint of the newest trainer_state.json)")
     sp.add_argument("--to", default=None, help="target folder (default: output_dir)")
     sp.add_argument("--progress", action="store_true", help="show a progress bar even without a terminal")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -66,6 +66,9 @@ SHARED_KEYS: dict[str, Spec] = {
     "syncd_wait_at_end": Key(bool, True),
     # At most a week: the trainer's end should not hang longer on the network.
     "syncd_wait_timeout_seconds": Key(float, 900.0, minimum=0.0, maximum=7 * DAY_SECONDS),
+    # `syncd stop` / SIGTERM: an upload that finishes within this long still commits.
+    # 20 s fits inside a spot VM's 30 s notice with room for the process to exit.
+    "syncd_stop_grace_seconds": Key(float, 20.0, minimum=0.0, maximum=DAY_SECONDS),
     # Local HTTP endpoint with status JSON and Prometheus metrics; 0 = off.
     "syncd_http_port": Key(int, 0, minimum=0, maximum=65535),
     "syncd_http_host": Key(str, "127.0.0.1"),
@@ -93,6 +96,7 @@ class SyncConfig:
     bwlimit_mbps: float
     wait_at_end: bool
     wait_timeout_seconds: float
+    stop_grace_seconds: float = 20.0
     # Every backend's option keys by config name, validated; each backend reads its own.
     remote_options: Mapping[str, Any] = field(default_factory=dict)
     manifest_key: str | None = field(default=None, repr=False)
@@ -265,6 +269,7 @@ def build_config(
         bwlimit_mbps=values["syncd_bwlimit_mbps"],
         wait_at_end=values["syncd_wait_at_end"],
         wait_timeout_seconds=values["syncd_wait_timeout_seconds"],
+        stop_grace_seconds=values["syncd_stop_grace_seconds"],
         remote_options={name: values[name] for name in REMOTE_OPTION_KEYS},
         manifest_key=values["syncd_manifest_key"],
         http_port=values["syncd_http_port"],

@@ -42,8 +42,7 @@ from .remote_state import (
     PARTIAL,
     UNCOMMITTED,
     RemoteIndex,
-    Snapshot,
-    parse_folder,
+    uncommit,
 )
 from .remotes.base import Remote, join
 
@@ -84,10 +83,9 @@ class RemoteDeleter:
     def apply(self, deletion: Deletion, run_id: str | None) -> bool:
         """Delete one folder the plan named; False when its proof no longer holds."""
         name = deletion.name
-        parsed = parse_folder(name)
-        if parsed is None or run_id is None:
+        fresh = self.index.read_one(name, run_id) if run_id is not None else None
+        if fresh is None:
             return False
-        fresh = self.index._read_entry(name, parsed, Snapshot(run_id=run_id))
         if fresh.owner != OURS:
             log.warning("%s: not deleted: it is no longer provably this run's (%s)", name, fresh.owner)
             return False
@@ -99,11 +97,7 @@ class RemoteDeleter:
         path = join(self.run, name)
         with permitted(path, path + DELETING):
             if fresh.committed or fresh.suffix == PARTIAL and fresh.manifest is not None:
-                if self.remote.capabilities.rename and not fresh.suffix:
-                    self.remote.rename_dir(path, path + DELETING)
-                    path += DELETING
-                self.remote.delete(join(path, MANIFEST_NAME))
-                self.index.forget(name)
+                path = uncommit(self.remote, self.index, path, fresh)
                 crash_point("mid_prune")
             ours = {MANIFEST_NAME, CLAIM_NAME} | {f.path for f in (fresh.manifest.files if fresh.manifest else ())}
             listed = self.remote.list_files(path)

@@ -18,8 +18,9 @@ The rules for deleting on the remote (``remote_deletions``), each needing proof:
    are reported, never planned, whatever their name.
 3. A committed version of a step goes only when a higher committed version of the
    same step is ours (superseded), or when ``keep`` newer steps have committed
-   copies of ours (retention). So a committed copy of every kept step exists at
-   every moment.
+   copies of ours (retention) and it is not the best step ``trainer_state.json``
+   names. So a committed copy of every kept step, and of the best, exists at every
+   moment.
 4. Our uncommitted folders go when no upload wants them; ``.deleting`` ones were
    already un-committed by us and are finished.
 ``deleter.py`` applies each one after reading its proof again.
@@ -31,8 +32,8 @@ The rules for deleting locally (the daemon applies them; each folder is renamed 
    not staged, or one restored here that training has not moved past; every complete
    one while the remote could not be read or does not accept this run; incomplete
    folders only once stale and superseded by a newer complete one.
-2. ``disk_pressure_retire``: below ``syncd_min_free_gb``, all but the newest complete
-   and the newest committed.
+2. ``disk_pressure_retire``: below ``syncd_min_free_gb``, all but the newest complete,
+   the newest committed, and the best while it has no committed copy.
 3. syncd's own files: staged hard links no upload wants, upload journals of finished
    uploads, the trash at start.
 """
@@ -54,17 +55,24 @@ class View:
     changed_at: float = 0.0  # when its contents last changed, on the clock ``now`` is read from
 
 
-def upload_plan(local: Iterable[View], committed: Iterable[int], keep: int) -> list[int]:
-    """Steps to upload, newest first.
+def upload_plan(local: Iterable[View], committed: Iterable[int], keep: int,
+                best: int | None = None) -> list[int]:
+    """Steps to upload, newest first, then the best.
 
     The remote should end up holding the newest ``keep`` of everything known
-    (committed remotely or complete locally); upload the ones it lacks. A local
+    (committed remotely or complete locally), and the best checkpoint that
+    ``trainer_state.json`` names; upload the ones it lacks. Any other local
     checkpoint older than that window is never sent: it would be pruned at once.
     """
+    local = list(local)
     committed = set(committed)
     known = committed | {v.step for v in local if v.complete}
     window = sorted(known, reverse=True)[:keep]
-    return [s for s in window if s not in committed]
+    plan = [s for s in window if s not in committed]
+    if best is not None and best not in committed and best not in window and any(
+            v.step == best and v.complete for v in local):
+        plan.append(best)
+    return plan
 
 
 def remote_prune(committed: Iterable[int], keep: int) -> list[int]:
@@ -101,11 +109,13 @@ def remote_deletions(
     in_use: Collection[str] = (),
     clean: bool,
     identity_ok: bool,
+    best: int | None = None,
 ) -> list[Deletion]:
     """Remote folders to delete, each with the rule that allows it (see the module doc).
 
     ``in_use``: folder names an upload is writing or will write; ``clean``: every read
-    of the scan succeeded; ``identity_ok``: this daemon owns the remote run folder.
+    of the scan succeeded; ``identity_ok``: this daemon owns the remote run folder;
+    ``best``: the step ``trainer_state.json`` names as best, kept beside the newest ``keep``.
     """
     if not clean or not identity_ok:
         return []
@@ -114,8 +124,7 @@ def remote_deletions(
     for e in ours:  # a damaged copy is no copy: it neither keeps a step nor supersedes one
         if e.state == COMMITTED and not e.damaged and (e.base not in copies or e.version > copies[e.base].version):
             copies[e.base] = e
-    steps = sorted((c.step for c in copies.values() if c.step is not None), reverse=True)
-    kept_steps = set(steps[: max(keep, 1)])
+    beyond = set(remote_prune((c.step for c in copies.values() if c.step is not None), keep)) - {best}
     out = []
     for e in ours:
         if e.name in in_use:
@@ -126,7 +135,7 @@ def remote_deletions(
                 continue  # damaged, and nothing better yet: kept until a good version replaces it
             if e.version < copy.version:
                 out.append(Deletion(e.name, f"superseded by {copy.name}", e.state))
-            elif e.step is not None and e.step not in kept_steps and not e.damaged:
+            elif e.step in beyond and not e.damaged:
                 out.append(Deletion(e.name, "pruned (beyond backup_keep_last)", e.state))
         elif e.state in (IN_FLIGHT, UNCOMMITTED):
             if e.state == IN_FLIGHT and e.has_manifest and (copy is None or copy.version < e.version):
@@ -177,13 +186,17 @@ def local_retire(
 
 
 def disk_pressure_retire(
-    local: Sequence[View], committed: Iterable[int], protect: Iterable[int] = ()
+    local: Sequence[View], committed: Iterable[int], protect: Iterable[int] = (), best: int | None = None
 ) -> list[int]:
-    """Under low disk: keep only the newest complete and the newest committed checkpoint."""
+    """Under low disk: keep only the newest complete and the newest committed checkpoint,
+    and the best one while this is its only copy (not committed)."""
     complete = sorted((v.step for v in local if v.complete), reverse=True)
     if not complete:
         return []
+    committed = set(committed)
     keep_set = {complete[0]} | set(protect)
+    if best is not None and best not in committed:
+        keep_set.add(best)
     committed_local = sorted(set(committed) & set(complete), reverse=True)
     if committed_local:
         keep_set.add(committed_local[0])

@@ -32,13 +32,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .checkpoints import FINAL_NAME
 from .errors import IntegrityError, RemoteError
-from .manifest import MANIFEST_NAME, Manifest, ManifestFile, parse_manifest
-from .remotes.base import Remote, RemoteFile, join
+from .faults import crash_point
+from .manifest import MANIFEST_NAME, Manifest, parse_manifest
+from .remotes.base import Remote, join
 
 log = logging.getLogger(__name__)
 
@@ -185,26 +187,6 @@ class Snapshot:
         return [e for e in self.entries if e.base == base]
 
 
-def listing_problems(manifest: Manifest, stored: dict[str, RemoteFile]) -> tuple[list[str], list[ManifestFile]]:
-    """What a listing of a committed folder shows wrong against its manifest.
-
-    Returns the problems (missing files, wrong sizes, a server md5 that differs) and the
-    files a listing cannot vouch for (no server md5): only reading them back can.
-    """
-    problems, unchecked = [], []
-    for mf in manifest.files:
-        rf = stored.get(mf.path)
-        if rf is None:
-            problems.append(f"{mf.path} is missing")
-        elif rf.size != mf.size:
-            problems.append(f"{mf.path} has {rf.size} bytes, manifest says {mf.size}")
-        elif rf.md5 is None:
-            unchecked.append(mf)
-        elif rf.md5 != mf.md5:
-            problems.append(f"{mf.path} md5 differs")
-    return problems, unchecked
-
-
 def read_manifest(remote: Remote, path: str, key: str | None = None) -> Manifest:
     """Fetch and validate one manifest; IntegrityError if it is missing or bad, RemoteError if unreadable."""
     st = remote.stat(path)
@@ -280,6 +262,13 @@ class RemoteIndex:
             self._cache.pop(stale, None)
         return snap
 
+    def read_one(self, folder: str, run_id: str) -> Entry | None:
+        """One folder's evidence read afresh (not from a snapshot), judged against ``run_id``."""
+        parsed = parse_folder(folder)
+        if parsed is None:
+            return None
+        return self._read_entry(folder, parsed, Snapshot(run_id=run_id))
+
     def _read_entry(self, folder: str, parsed: FolderName, snap: Snapshot) -> Entry:
         path = join(self.run, folder)
         manifest, error, claim, unreadable = None, None, None, False
@@ -316,3 +305,87 @@ class RemoteIndex:
         if manifest is not None and not parsed.suffix and owner in (OURS, LEGACY):
             self._cache[folder] = manifest
         return Entry(folder, parsed.base, parsed.step, parsed.version, parsed.suffix, manifest, claim, owner, error)
+
+
+# -- transitions -------------------------------------------------------------------
+# The only code that changes the state of a folder in the run (deleter.py then empties
+# what ``uncommit`` leaves; nothing else renames or writes a manifest):
+#
+#   claim      nothing            -> upload folder holding our claim (before any byte);
+#                                    <base>.vK.partial where the remote renames, <base>.vK otherwise
+#   commit     upload folder      -> manifest written and read back, then renamed to <base>.vK
+#   finish     <base>.vK.partial with our manifest and no <base>.vK -> renamed (a kill
+#                                    came between manifest and rename)
+#   uncommit   <base>.vK          -> <base>.vK.deleting (renaming remotes) without its manifest
+
+
+def upload_folder(remote: Remote, target: str) -> str:
+    """Where an upload to ``target`` (a run-relative committed path) writes its files."""
+    return target + PARTIAL if remote.capabilities.rename else target
+
+
+def claim(remote: Remote, folder: str, run_id: str, name: str) -> None:
+    """Mark ``folder`` as this run's upload before the first byte goes in.
+
+    A folder that exists without our claim is someone else's: never written into.
+    """
+    owner = read_claim(remote, folder)
+    if owner == run_id:
+        return
+    if owner is not None or remote.list_files(folder):
+        raise IntegrityError(f"{folder} exists and is not this run's upload; not writing into it")
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    remote.write_bytes(join(folder, CLAIM_NAME), claim_bytes(run_id, name, folder, created))
+
+
+def commit(remote: Remote, index: RemoteIndex, folder: str, target: str, manifest: Manifest) -> None:
+    """Write the manifest (the commit on object stores), read it back, rename into place."""
+    path = join(folder, MANIFEST_NAME)
+    crash_point("before_manifest")
+    remote.write_bytes(path, manifest.to_json(index.key))
+    back = read_manifest(remote, path, index.key)
+    if back.files != manifest.files or back.run_id != manifest.run_id:
+        raise IntegrityError(f"{path}: manifest read back differs from what was written")
+    if folder == target:
+        return
+    crash_point("before_rename")
+    index.forget(manifest.name)
+    remote.rename_dir(folder, target)  # fails rather than merge: target is never overwritten
+
+
+def uncommit(remote: Remote, index: RemoteIndex, path: str, entry: Entry) -> str:
+    """Take a committed folder (or a commit whose rename never came) out of every reader's sight.
+
+    Returns where its files now are. The caller must hold the deleter's permit.
+    """
+    if remote.capabilities.rename and not entry.suffix:
+        remote.rename_dir(path, path + DELETING)
+        path += DELETING
+    remote.delete(join(path, MANIFEST_NAME))
+    index.forget(entry.name)
+    return path
+
+
+def finish_interrupted(remote: Remote, index: RemoteIndex, snap: Snapshot,
+                       busy: tuple[str, int] | None) -> tuple[Snapshot, list[tuple[str, str]]]:
+    """Rename our ``.partial`` uploads whose manifest was written but whose rename never came.
+
+    ``busy`` is the (name, version) the uploader is committing right now: left to it.
+    Returns the snapshot to plan from and (folder, error) for renames that failed.
+    """
+    names = {e.name for e in snap}
+    failed, changed = [], False
+    for e in snap:
+        if not (e.partial and e.owner == OURS and e.manifest is not None):
+            continue
+        target = folder_name(e.base, e.version)
+        if target in names or busy == (e.base, e.version):
+            continue
+        log.info("%s: finishing an interrupted commit", target)
+        try:
+            remote.rename_dir(join(index.run, e.name), join(index.run, target))
+            changed = True
+        except RemoteError as err:
+            if target not in {x.name for x in index.scan()}:  # else the uploader was first
+                failed.append((target, str(err)))
+    return (index.scan() if changed else snap), failed

@@ -27,11 +27,13 @@ import time
 from pathlib import Path
 
 from . import freshness, identity
-from .checkpoints import MARKER, scan_local, walk_files, write_checkpoint_marker
+from .checkpoints import MARKER, walk_files, write_checkpoint_marker
+from .completeness import scan_stopped
 from .errors import ConfigError, IntegrityError, NothingToRestore, RemoteError, SyncdError
 from .fsutil import atomic_write_json, fsync_dir, read_json
 from .hashing import CHUNK_BYTES, Digest, Hasher, hash_file
 from .manifest import MANIFEST_NAME, Manifest
+from .reconcile import remote_best
 from .remote_state import UNREADABLE, Entry, RemoteIndex
 from .remotes.base import Remote, join
 
@@ -159,7 +161,7 @@ def _claim_folder(dest_root: Path, run_id: str | None, run: str, url: str) -> No
                           f"of {url}: restore into another folder")
     if have is None:
         # Checkpoints of some other training there would be mirrored as this run's: refuse.
-        theirs = [c.name for c in scan_local(dest_root, 0.0) if c.complete]
+        theirs = [c.name for c in scan_stopped(dest_root) if c.complete]
         if theirs:
             raise ConfigError(f"{dest_root} holds checkpoints that are not from run {identity.short(run_id)} "
                               f"({', '.join(theirs[:3])}): restore into an empty folder")
@@ -177,16 +179,33 @@ def _pin(dest_root: Path, entry: Entry, path: Path) -> None:
     atomic_write_json(pins_path, pins, durable=False)
 
 
+def best_on_remote(remote: Remote, run: str, key: str | None = None) -> int:
+    """The step the newest committed trainer_state.json names as best."""
+    snap = RemoteIndex(remote, run, key).scan()
+    copies = sorted((e for e in snap.restorable().values() if not e.is_final), key=lambda e: e.step or 0)
+    if not copies:
+        if snap.io_errors:
+            raise RemoteError("cannot tell which checkpoint is best: " + "; ".join(snap.io_errors[:3]))
+        raise NothingToRestore(f"nothing committed for run {run} on {remote.url}")
+    newest = copies[-1]
+    step = remote_best(remote, run, newest)
+    if step is None:
+        raise NothingToRestore(f"{newest.name}'s trainer_state.json names no best_model_checkpoint "
+                               "(the Trainer sets it with metric_for_best_model or load_best_model_at_end)")
+    return step
+
+
 def restore(
     remote: Remote,
     run: str,
     dest_root: Path,
     *,
     step: int | None = None,
+    best: bool = False,
     progress: bool = False,
     key: str | None = None,
 ) -> Path:
-    """Newest (or the given) committed checkpoint into ``dest_root/checkpoint-N``.
+    """Newest (or the given, or with ``best`` the best) committed checkpoint into ``dest_root/checkpoint-N``.
 
     Without ``step``, a checkpoint that fails verification is reported and the next
     older committed one is tried; with ``step``, that one or an error. Raises
@@ -194,6 +213,8 @@ def restore(
     """
     if dest_root.exists() and not dest_root.is_dir():
         raise ConfigError(f"restore target {dest_root} is not a folder")
+    if best:
+        step = best_on_remote(remote, run, key)
     failures: list[str] = []
     tried: set[str] = set()
     for _ in range(RESCANS):

@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import remote_state, verify
 from .checkpoints import LocalFile, walk_files
 from .errors import Cancelled, IntegrityError, QuotaError, RemoteError, SourceChanged
 from .faults import crash_point
@@ -47,12 +48,8 @@ from .hashing import Digest, sha256_stream
 from .identity import read_remote_owner, short
 from .manifest import MANIFEST_NAME, Manifest, build_manifest
 from .remote_state import (
-    CLAIM_NAME,
-    PARTIAL,
     RemoteIndex,
-    claim_bytes,
     folder_name,
-    read_claim,
     read_manifest,
 )
 from .remotes.base import Remote, join
@@ -220,7 +217,7 @@ class Uploader:
             digest = self.remote.put_file(src, dest, progress)
             if digest.size != f.size or not same_stamp(before, file_stamp(src)):
                 raise SourceChanged(f"{job.name}/{f.path} changed while it was read")
-            problem = self._verify(dest, digest)
+            problem = verify.file_problem(self.remote, dest, digest)
             if problem is None:
                 dt = max(time.monotonic() - t0, 1e-6)
                 log.debug("%s/%s: %d bytes verified (%.1f MB/s)", job.name, f.path, f.size, f.size / dt / 1e6)
@@ -228,35 +225,19 @@ class Uploader:
             log.warning("%s/%s: %s (attempt %d)", job.name, f.path, problem, attempt)
         raise IntegrityError(f"{job.name}/{f.path}: remote copy does not verify: {problem}")
 
-    def _verify(self, dest: str, digest: Digest) -> str | None:
-        st = self.remote.stat(dest)
-        if st is None:
-            return "missing on the remote after upload"
-        if st.size != digest.size:
-            return f"remote size {st.size} != sent {digest.size}"
-        if st.md5 is not None:  # the server's own checksum: no read-back needed
-            return None if st.md5 == digest.md5 else f"remote md5 {st.md5} != sent {digest.md5}"
-        # No server checksum: read the stored bytes back; sha256 is the faster hash here.
-        with self.remote.open_read(dest) as fh:
-            size, sha = sha256_stream(fh)
-        if size != digest.size:
-            return f"read back {size} bytes, sent {digest.size}"
-        return None if sha == digest.sha256 else f"remote sha256 {sha} != sent {digest.sha256}"
-
     def upload(self, job: UploadJob, cancel: threading.Event, run_id: str, writer: str | None = None) -> Manifest:
         """Send what is missing, verify it, commit.
 
         Raises RemoteError, IntegrityError, SourceChanged (start again once the files
         are still) or Cancelled.
         """
-        rename = self.remote.capabilities.rename
         target = join(self.run, job.target)
-        folder = target + PARTIAL if rename else target
+        folder = remote_state.upload_folder(self.remote, target)
         done_already = self._committed_here(target, run_id, job)
         if done_already is not None:
             return done_already  # a stale queue asked twice, or a kill after the commit
         files = walk_files(job.staged)
-        self._claim(job, folder, run_id)
+        remote_state.claim(self.remote, folder, run_id, job.name)
         state = self._load_state(job.name, folder)
         present = {rf.path: rf.size for rf in self.remote.list_files(folder)}
         done: dict[str, Digest] = {}
@@ -346,19 +327,6 @@ class Uploader:
             raise IntegrityError(f"{target} is already committed with other bytes; the next version will hold these")
         return manifest
 
-    def _claim(self, job: UploadJob, folder: str, run_id: str) -> None:
-        """Mark the upload folder as this run's before the first byte goes in.
-
-        A folder that exists without our claim is someone else's: never written into.
-        """
-        owner = read_claim(self.remote, folder)
-        if owner == run_id:
-            return
-        if owner is not None or self.remote.list_files(folder):
-            raise IntegrityError(f"{folder} exists and is not this run's upload; not writing into it")
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.remote.write_bytes(join(folder, CLAIM_NAME), claim_bytes(run_id, job.name, folder, created))
-
     def _check_quota(self, name: str, need: int) -> None:
         """Refuse to start what cannot fit: a full Drive fails late and wastes the bytes sent."""
         if not need or not self.remote.capabilities.quota:
@@ -383,14 +351,4 @@ class Uploader:
         if writer is not None and current != writer:
             raise RemoteError(f"cannot commit {manifest.name}: another output folder (writer {short(current)}) "
                               "writes this run now")
-        path = join(folder, MANIFEST_NAME)
-        crash_point("before_manifest")
-        self.remote.write_bytes(path, manifest.to_json(self.index.key))
-        back = read_manifest(self.remote, path, self.index.key)
-        if back.files != manifest.files or back.run_id != run_id:
-            raise IntegrityError(f"{path}: manifest read back differs from what was written")
-        if folder == target:
-            return
-        crash_point("before_rename")
-        self.index.forget(manifest.name)
-        self.remote.rename_dir(folder, target)  # fails rather than merge: target is never overwritten
+        remote_state.commit(self.remote, self.index, folder, target, manifest)

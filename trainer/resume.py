@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.checkpoints import inspect_checkpoint
+from syncd.completeness import WRITER_STOPPED, judge
 from syncd.config import SyncConfig
 from syncd.errors import ResumeError
 from syncd.hf import find_resume
@@ -57,7 +58,7 @@ def plan_resume(setting: Any, sync: SyncConfig, *, restore=None) -> ResumePlan:
         path = Path(setting).expanduser()
         if not path.is_dir():
             raise ResumeError(f"resume_from_checkpoint {setting} is not a folder")
-        ckpt = inspect_checkpoint(path, sync.settle_seconds)
+        ckpt = judge(inspect_checkpoint(path), WRITER_STOPPED, 0.0)  # nothing writes it before step one
         if not ckpt.complete:
             logger.warning("resume_from_checkpoint %s looks incomplete (%s); using it as asked", path, ckpt.reason)
         return ResumePlan(path, f"resuming from {path} (given in resume_from_checkpoint)")

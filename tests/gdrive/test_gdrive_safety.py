@@ -61,7 +61,7 @@ def test_manifests_behind_403s_are_not_deleted_and_restore_says_unreadable(tmp_p
     def passes(d):
         def three() -> bool:
             for _ in range(3):
-                d._reconcile()
+                d.pass_now()
             return True
         return three
 

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from syncd.clock import JumpDetector, QuietTracker
+from syncd.checkpoints import LocalCheckpoint, LocalFile
+from syncd.clock import JumpDetector
+from syncd.completeness import Settler
+
+
+def _c(size: int) -> LocalCheckpoint:
+    return LocalCheckpoint("checkpoint-5", 5, Path("checkpoint-5"), False, "settling",
+                           (LocalFile("a", size, 1.0),))
 
 
 def test_quiet_time_counts_on_the_monotonic_clock_only():
-    q = QuietTracker()
-    assert 100.0 - q.changed_at("checkpoint-5", ("a", 1), mono_now=100.0) == 0.0  # first sight: just changed
-    assert 130.0 - q.changed_at("checkpoint-5", ("a", 1), mono_now=130.0) == 30.0
-    assert 131.0 - q.changed_at("checkpoint-5", ("a", 2), mono_now=131.0) == 0.0  # a file grew: start over
-    assert 140.0 - q.changed_at("checkpoint-5", ("a", 2), mono_now=140.0) == 9.0
+    q = Settler(settle_seconds=30)
+    assert 100.0 - q.changed_at(_c(1), mono_now=100.0) == 0.0  # first sight: just changed
+    assert 130.0 - q.changed_at(_c(1), mono_now=130.0) == 30.0
+    assert 131.0 - q.changed_at(_c(2), mono_now=131.0) == 0.0  # a file grew: start over
+    assert 140.0 - q.changed_at(_c(2), mono_now=140.0) == 9.0
     q.keep_only(["checkpoint-9"])
-    assert 150.0 - q.changed_at("checkpoint-5", ("a", 2), mono_now=150.0) == 0.0  # forgotten, seen anew
+    assert 150.0 - q.changed_at(_c(2), mono_now=150.0) == 0.0  # forgotten, seen anew
 
 
 @pytest.mark.parametrize(

@@ -177,6 +177,41 @@ def test_remote_deletions(entries, keep, in_use, expected):
     assert names(got) == expected
 
 
+@pytest.mark.parametrize(
+    "entries, keep, best, expected",
+    [
+        ([R(1), R(2), R(3), R(4), R(5)], 3, 1, ["checkpoint-2"]),  # the best stays beside the newest 3
+        ([R(1), R(2), R(3), R(4), R(5)], 3, 4, ["checkpoint-1", "checkpoint-2"]),  # best in the window
+        ([R(1), R(1, version=2), R(2), R(3)], 1, 1, ["checkpoint-1", "checkpoint-2"]),  # best's old version goes
+        ([R(2), R(3)], 1, 7, ["checkpoint-2"]),  # a best with no copy keeps nothing else
+    ],
+    ids=["old-best-kept", "best-in-window", "best-superseded-version", "best-not-there"],
+)
+def test_remote_deletions_keep_the_best(entries, keep, best, expected):
+    got = policy.remote_deletions(entries, keep=keep, clean=True, identity_ok=True, best=best)
+    assert names(got) == expected
+
+
+@pytest.mark.parametrize(
+    "local, committed, keep, best, expected",
+    [
+        (V(1, 2, 3, 4), [], 2, 1, [4, 3, 1]),  # older than the window, yet sent
+        (V(1, 2, 3, 4), [1], 2, 1, [4, 3]),  # already there
+        (V(1, 2, 3, 4), [], 2, 4, [4, 3]),  # in the window: once
+        (V(3, 4), [], 2, 1, [4, 3]),  # not here to send
+        (V(1, 3, 4, incomplete=(1,)), [], 2, 1, [4, 3]),  # not complete: never sent
+    ],
+    ids=["old-best", "best-committed", "best-in-window", "best-gone", "best-incomplete"],
+)
+def test_upload_plan_sends_the_best(local, committed, keep, best, expected):
+    assert policy.upload_plan(local, committed, keep, best=best) == expected
+
+
+def test_disk_pressure_keeps_the_best_while_it_is_the_only_copy():
+    assert policy.disk_pressure_retire(V(1, 2, 3, 4), committed=[3], best=1) == [2]
+    assert policy.disk_pressure_retire(V(1, 2, 3, 4), committed=[1, 3], best=1) == [1, 2]
+
+
 def test_no_deletion_after_a_failed_read_or_without_identity():
     entries = [R(1), R(2), R(3), R(4, UNCOMMITTED, UNREADABLE)]
     assert policy.remote_deletions(entries, keep=1, clean=False, identity_ok=True) == []

@@ -72,7 +72,7 @@ def running(cfg, tmp_path: Path, remote=None) -> Iterator[Daemon]:
 
 
 def one_pass(daemon: Daemon, full: bool = False) -> None:
-    daemon._reconcile(full=full)
+    daemon.pass_now(full=full)
 
 
 # -- 1: overlapping folders -------------------------------------------------------
@@ -452,7 +452,7 @@ def test_every_upload_is_claimed_and_every_commit_names_the_run(tmp_path):
     ckpt(tmp_path / "out", 1)
     with running(cfg_of(tmp_path), tmp_path) as d:
         wait_for(lambda: committed(tmp_path / "remote" / "run") == ["checkpoint-1"], 30, what="commit")
-        run_id = d.run_id
+        run_id = d.claim.run_id
     folder = tmp_path / "remote" / "run" / "checkpoint-1"
     assert json.loads((folder / CLAIM_NAME).read_text())["run_id"] == run_id
     assert json.loads((folder / MANIFEST_NAME).read_text())["run_id"] == run_id

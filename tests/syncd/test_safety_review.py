@@ -17,6 +17,7 @@ import pytest
 
 from syncd import api, freshness, identity
 from syncd.checkpoints import inspect_checkpoint
+from syncd.completeness import WRITER_STOPPED, judge
 from syncd.daemon import Daemon
 from syncd.errors import ConfigError, IntegrityError, RemoteError
 from syncd.manifest import MANIFEST_NAME
@@ -115,13 +116,13 @@ def test_an_upload_never_takes_another_commit_of_its_version_for_its_own(tmp_pat
     (state / "state" / "uploads").mkdir(parents=True)
     out = tmp_path / "out"
     ckpt(out, 5, seed=1)  # saved again: committed as checkpoint-5.v2
-    first = stage(inspect_checkpoint(out / "checkpoint-5", 0), tmp_path / "staged-a")
+    first = stage(judge(inspect_checkpoint(out / "checkpoint-5"), WRITER_STOPPED, 0), tmp_path / "staged-a")
     uploader.upload(UploadJob("checkpoint-5", 5, first, 2), threading.Event(), run_id)
     ckpt(out, 5, seed=2)  # and again, planned from a snapshot taken before v2 was committed
-    second = stage(inspect_checkpoint(out / "checkpoint-5", 0), tmp_path / "staged-b")
+    second = stage(judge(inspect_checkpoint(out / "checkpoint-5"), WRITER_STOPPED, 0), tmp_path / "staged-b")
     with pytest.raises(IntegrityError, match="other bytes"):
         uploader.upload(UploadJob("checkpoint-5", 5, second, 2), threading.Event(), run_id)
-    local = inspect_checkpoint(out / "checkpoint-5", 0)
+    local = judge(inspect_checkpoint(out / "checkpoint-5"), WRITER_STOPPED, 0)
     manifest = RemoteIndex(remote, "run", run_id=run_id).scan().copies()["checkpoint-5"].manifest
     assert not freshness.same_as_committed(state, "checkpoint-5", local.path, local.files, manifest,
                                            "checkpoint-5.v2")

@@ -17,6 +17,7 @@ from syncd.checkpoints import (
     scan_local,
     write_checkpoint_marker,
 )
+from syncd.completeness import WRITER_STOPPED, Settler, judge
 from syncd.config import build_config, parse_overrides
 from syncd.errors import ConfigError, IntegrityError, UnsafeManifestError
 from syncd.hashing import Digest
@@ -116,43 +117,55 @@ def _ckpt(root, name="checkpoint-10", files=("model.safetensors", "trainer_state
 
 
 @pytest.mark.parametrize(
-    "files, age, expected",
+    "files, quiet, expected",
     [
-        (("model.safetensors", "trainer_state.json"), 100, (True, "settled")),
-        (("model.safetensors", "trainer_state.json"), 0, (False, "settling")),
-        (("model.safetensors",), 100, (False, "no trainer_state.json yet")),
-        (("model.safetensors", "trainer_state.json", "checkpoint-is-incomplete.txt"), 100,
+        (("model.safetensors", "trainer_state.json"), 30, (True, "quiet")),
+        (("model.safetensors", "trainer_state.json"), 29.9, (False, "settling")),
+        (("model.safetensors", "trainer_state.json"), WRITER_STOPPED, (True, "quiet")),
+        (("model.safetensors",), WRITER_STOPPED, (False, "no trainer_state.json yet")),
+        (("model.safetensors", "trainer_state.json", "checkpoint-is-incomplete.txt"), WRITER_STOPPED,
          (False, "still being written (incomplete sentinel)")),
     ],
-    ids=["settled", "settling", "no-state", "sentinel"],
+    ids=["quiet-long-enough", "settling", "writer-stopped", "no-state", "sentinel"],
 )
-def test_completeness_without_marker(tmp_path, files, age, expected):
-    c = inspect_checkpoint(_ckpt(tmp_path, files=files, age=age), settle_seconds=30)
+def test_completeness_without_marker_is_quiet_time_not_mtime(tmp_path, files, quiet, expected):
+    # age=0: fresh mtimes; the rule reads only the observer's quiet time, never the file times.
+    c = judge(inspect_checkpoint(_ckpt(tmp_path, files=files, age=0)), quiet, settle_seconds=30)
     assert (c.complete, c.reason) == expected and c.step == 10
+
+
+def test_old_mtimes_do_not_make_a_folder_complete(tmp_path):
+    """A folder copied in with old mtimes (cp -p, a clock jump) is still watched for a full quiet period."""
+    s = Settler(settle_seconds=30)
+    c = inspect_checkpoint(_ckpt(tmp_path, age=10_000))
+    assert not s.judge(c, mono_now=100.0).complete
+    assert s.due(c) == 130.0
+    assert s.judge(c, mono_now=130.0).complete
 
 
 def test_marker_decides_and_detects_a_truncated_file(tmp_path):
     d = _ckpt(tmp_path, files=("model.safetensors",), age=0)  # fresh and no trainer_state: only the marker can say
     write_checkpoint_marker(d)
-    assert inspect_checkpoint(d, 30).reason == "marker"
+    assert inspect_checkpoint(d).reason == "marker"
+    assert judge(inspect_checkpoint(d), 0, settle_seconds=30).complete
     (d / "model.safetensors").write_bytes(b"x")
-    c = inspect_checkpoint(d, 30)
+    c = judge(inspect_checkpoint(d), WRITER_STOPPED, settle_seconds=30)
     assert not c.complete and "does not match" in c.reason
 
 
 def test_scan_orders_by_step_not_name(tmp_path):
     for n in ("checkpoint-100", "checkpoint-20", "checkpoint-3", "not-a-checkpoint"):
         _ckpt(tmp_path, n)
-    assert [c.step for c in scan_local(tmp_path, 0)] == [3, 20, 100]
+    assert [c.step for c in scan_local(tmp_path)] == [3, 20, 100]
 
 
 def test_final_model_detection(tmp_path):
-    assert inspect_final(tmp_path, 0) is None
+    assert inspect_final(tmp_path) is None
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"w")
-    final = inspect_final(tmp_path, 0)
-    assert final.complete and {f.path for f in final.files} == {"config.json", "model.safetensors"}
-    assert not inspect_final(tmp_path, 3600).complete
+    final = inspect_final(tmp_path)
+    assert {f.path for f in final.files} == {"config.json", "model.safetensors"}
+    assert judge(final, WRITER_STOPPED, 30).complete and not judge(final, 0, 30).complete
 
 
 # -- staging ------------------------------------------------------------------------
@@ -162,7 +175,7 @@ def test_stage_links_files_and_survives_source_deletion(tmp_path):
     (src / "sub" / "opt.pt").write_bytes(b"o" * 100)
     (src / "trainer_state.json").write_text("{}")
     write_checkpoint_marker(src)
-    staged = stage(inspect_checkpoint(src, 0), tmp_path / "staging")
+    staged = stage(inspect_checkpoint(src), tmp_path / "staging")
     assert staged is not None
     assert os.stat(staged / "sub" / "opt.pt").st_ino == os.stat(src / "sub" / "opt.pt").st_ino
     shutil.rmtree(src)  # the trainer's rotation
@@ -174,7 +187,7 @@ def test_stage_returns_none_when_the_source_vanishes(tmp_path):
     src = tmp_path / "checkpoint-5"
     src.mkdir()
     (src / "trainer_state.json").write_text("{}")
-    ck = inspect_checkpoint(src, 0)
+    ck = inspect_checkpoint(src)
     (src / "trainer_state.json").unlink()
     assert stage(ck, tmp_path / "staging") is None
     assert not (tmp_path / "staging" / "checkpoint-5").exists()
@@ -208,8 +221,8 @@ def test_symlinks_are_never_followed_out_of_the_output_folder(tmp_path):
     (src / "leakdir").symlink_to(tmp_path)
     (out / "checkpoint-9").symlink_to(src)  # a linked checkpoint folder is not ours to mirror
     write_checkpoint_marker(src)
-    ck = inspect_checkpoint(src, 0)
+    ck = inspect_checkpoint(src)
     assert {f.path for f in ck.files} == {"trainer_state.json", MARKER}
-    assert [c.name for c in scan_local(out, 0)] == ["checkpoint-5"]
+    assert [c.name for c in scan_local(out)] == ["checkpoint-5"]
     staged = stage(ck, tmp_path / "staging")
     assert sorted(p.name for p in staged.rglob("*")) == sorted(["trainer_state.json", MARKER])

@@ -64,7 +64,7 @@ def test_time_trigger_saves_between_step_saves(long_run):
     by_time = [s for s in steps if s % 1000 and s < 300]  # save_steps is 1000: these came from the clock
     assert by_time, steps
     ckpt = long_run / f"checkpoint-{by_time[0]}"
-    assert inspect_checkpoint(ckpt, settle_seconds=3600).reason == "marker"
+    assert inspect_checkpoint(ckpt).reason == "marker"
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["global_step"] == by_time[0]
     assert (ckpt / "optimizer.pt").is_file() and (ckpt / "rng_state.pth").is_file()  # a full, resumable save
@@ -79,7 +79,7 @@ def test_evaluation_writes_samples_and_entity_accuracy(long_run):
 def test_final_model_and_marker(long_run):
     from syncd.checkpoints import inspect_final
 
-    final = inspect_final(long_run, settle_seconds=3600)
+    final = inspect_final(long_run)
     assert final is not None and final.complete and final.reason == "marker" and final.step == 300
     names = {f.path for f in final.files}
     assert {"config.json", "model.safetensors"} <= names
