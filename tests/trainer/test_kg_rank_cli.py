@@ -37,13 +37,14 @@ def test_demo_model_beats_the_frequency_baseline(demo_trained_model):
     assert m["random"]["MR"] == pytest.approx(33.0)  # 65 candidates, every one tied: (65 + 1) / 2
 
 
-def test_human_table_states_the_method(demo_trained_model):
-    r = run_cli("kg-rank", str(demo_trained_model), "--test_file", str(VALIDATION), "--train_file", str(TRAIN),
-                "--mode", "tail", "--neg_k", "8", "--max_queries", "20", "--no_progress")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "t = 60 of 500" in r.stdout and "8 sampled negatives" in r.stdout and "time-aware filtered" in r.stdout
+def test_human_table_states_the_method(demo_trained_model, capsys):
+    code = main(["kg-rank", str(demo_trained_model), "--test_file", str(VALIDATION), "--train_file", str(TRAIN),
+                 "--mode", "tail", "--neg_k", "8", "--max_queries", "20", "--no_progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "t = 60 of 500" in out and "8 sampled negatives" in out and "time-aware filtered" in out
     for row in ("model", "random", "frequency", "recurrence"):
-        assert any(line.split()[:1] == [row] for line in r.stdout.splitlines()), r.stdout
+        assert any(line.split()[:1] == [row] for line in out.splitlines()), out
 
 
 def _one_line_error(capsys, argv, needle):
