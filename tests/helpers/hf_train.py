@@ -3,6 +3,10 @@
 Not our TESS trainer: syncd must work beside any Trainer. Run as a subprocess:
 
     python tests/helpers/hf_train.py OUT --max-steps 20 --save-steps 5 --save-total-limit 2
+
+With ``--best-first`` it evaluates at every save and keeps the best model as
+``load_best_model_at_end`` does, ranking ``eval_loss`` with ``greater_is_better``:
+the loss only falls, so the first evaluation stays the best, an old step.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ def main() -> None:
     p.add_argument("--syncd", nargs="?", const="", default=None, metavar="CONFIG",
                    help="add syncd.hf.SyncdCallback (given a config, it starts syncd when none runs)")
     p.add_argument("--syncd-wait", type=float, default=None, help="SyncdCallback's wait_timeout_seconds")
+    p.add_argument("--best-first", action="store_true",
+                   help="evaluate at each save; load_best_model_at_end with the highest eval_loss as best")
     a = p.parse_args()
     torch.manual_seed(0)
     cfg = RobertaConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=1,
@@ -87,6 +93,9 @@ def main() -> None:
         save_strategy="steps", save_steps=a.save_steps, save_total_limit=a.save_total_limit,
         logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
         dataloader_num_workers=0, learning_rate=a.learning_rate,
+        **(dict(eval_strategy="steps", eval_steps=a.save_steps, load_best_model_at_end=True,
+                metric_for_best_model="eval_loss", greater_is_better=True, per_device_eval_batch_size=8)
+           if a.best_first else {}),
     )
     callbacks = [Slow(a.step_sleep)] if a.step_sleep else []
     if a.late_shards:
@@ -95,7 +104,9 @@ def main() -> None:
         from syncd.hf import SyncdCallback
 
         callbacks.append(SyncdCallback(a.syncd or None, wait_timeout_seconds=a.syncd_wait))
-    trainer = Trainer(model=model, args=args, train_dataset=RandomMLM(64, 16, a.vocab, a.data_seed), callbacks=callbacks)
+    train = RandomMLM(64, 16, a.vocab, a.data_seed)
+    trainer = Trainer(model=model, args=args, train_dataset=train, callbacks=callbacks,
+                      eval_dataset=torch.utils.data.Subset(train, range(16)) if a.best_first else None)
     trainer.train(resume_from_checkpoint=True if a.resume == "auto" else a.resume)
     if a.save_final:
         trainer.save_model()
