@@ -50,6 +50,7 @@ BETA_SCHEDULES = ("squaredcos_improved_ddpm", "linear", "scaled_linear", "square
 SAMPLING_TYPES = ("argmax", "sample", "top_p")
 CLASSIFIER_FREE_UNCOND_INPUTS = ("empty_token", "noisy_simplex")
 CONDITIONAL_CHOICES = ("prefix_lm", "span_infilling", "kg_quad")
+SIMPLEX_EMBEDDINGS = ("tied", "original_shared", "original_separate")  # as trainer/model.py
 
 
 @dataclass
@@ -140,6 +141,21 @@ class DiffusionArguments:
     # Validation lines generated at each evaluation (and scored for kg_quad); sampling
     # runs M full passes per line, so a handful keeps evaluation short.
     eval_num_samples: int = 8
+    # At each evaluation of a kg_quad run, tess-eval kg-rank's small version: this many
+    # validation queries (0: off) against eval_kg_rank_neg_k sampled negatives, scored at
+    # timestep eval_kg_rank_t (the fork's 60; near num_diffusion_steps scores from the context alone).
+    eval_kg_rank_queries: int = 200
+    eval_kg_rank_neg_k: int = 64
+    eval_kg_rank_t: int = 60
+    # The original's generation metrics on the evaluation samples (dist-n, repetition, zipf),
+    # and their perplexity under this causal LM (hub name or folder) when one is named.
+    eval_text_metrics: bool = False
+    eval_perplexity_model: str | None = None
+    # The matrix that embeds softmax(x_t): "tied" is E itself, one Adam update of E per step;
+    # "original_shared" / "original_separate" keep the original's vocab_to_hidden_dim_embed
+    # (on E's storage, as written; or apart from E, as it runs on a GPU), to continue an
+    # original checkpoint exactly (docs/tess.md, "Continuing an original checkpoint").
+    simplex_embedding: str = "tied"
 
 
 @dataclass
@@ -150,6 +166,9 @@ class RunArguments:
     # "auto": the newest complete local checkpoint, else the remote's newest; a path;
     # or false to start fresh.
     resume_from_checkpoint: Any = "auto"
+    # A checkpoint (ours or the original's) whose weights alone start this run: fresh
+    # optimizer, scheduler and step; a resume from this run's own checkpoints still wins.
+    init_from_checkpoint: str | None = None
     # CPU threads for torch; None keeps torch's default. Tiny models want 1: their ops
     # are too small to split, and a second thread on a shared core stalls every op.
     torch_num_threads: int | None = None
@@ -228,6 +247,9 @@ def _check_choices(model: ModelArguments, data: DataArguments, diffusion: Diffus
             data.truncation_length:
         raise ConfigError("config key eval_context_size must be at least 1 and below max_seq_length - "
                           f"truncation_length, not {data.eval_context_size!r}")
+    if diffusion.simplex_embedding not in SIMPLEX_EMBEDDINGS:
+        raise ConfigError(f"config key simplex_embedding must be one of {', '.join(SIMPLEX_EMBEDDINGS)}, "
+                          f"not {diffusion.simplex_embedding!r}")
     for name, value in (("simplex_value", diffusion.simplex_value), ("temperature", diffusion.temperature)):
         if value <= 0:
             raise ConfigError(f"config key {name} must be positive, not {value!r}")
