@@ -77,7 +77,11 @@ MODE_KEYS = {
 ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
 # Our optimizers that take an Adam state (torch's Adam/AdamW, whatever the kernel).
 ADAM_OPTIMS = ("adamw_torch", "adamw_torch_fused", "adamw_torch_npu_fused", "adamw_torch_xla")
-INIT_HINT = "or start from its weights alone with --init_from_checkpoint {ckpt} --resume_from_checkpoint false"
+# The way on, said at the end of each refusal.
+INIT_HINT = "start from its weights alone with --init_from_checkpoint {ckpt} --resume_from_checkpoint false"
+SHAPE_HINT = ("give this run the model shape and self_condition of its config.json, or pass "
+              "--resume_from_checkpoint false to start over")
+START_OVER_HINT = "pass --resume_from_checkpoint false to start over"
 
 
 def _fail(ckpt: Path, problem: str, hint: str | None = None) -> CheckpointError:
@@ -151,20 +155,20 @@ def original_groups(names: list[str], ssdlm: bool) -> list[list[str]]:
 # ---- loading files ------------------------------------------------------------------
 
 
-def _load(ckpt: Path, name: str, **kwargs):
+def _load(ckpt: Path, name: str, hint: str | None = None, **kwargs):
     try:
         return torch.load(ckpt / name, map_location="cpu", weights_only=True, **kwargs)
     except FileNotFoundError:
-        raise _fail(ckpt, f"{name} is missing") from None
+        raise _fail(ckpt, f"{name} is missing", hint) from None
     except Exception as e:  # noqa: BLE001 - whatever a damaged file raises, it does not load
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise _fail(ckpt, f"{name} does not load ({type(e).__name__}: {first})") from None
+        raise _fail(ckpt, f"{name} does not load ({type(e).__name__}: {first})", hint) from None
 
 
 def load_weights_file(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = _load(ckpt, WEIGHTS, mmap=True)
+    state = _load(ckpt, WEIGHTS, START_OVER_HINT, mmap=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise _fail(ckpt, f"{WEIGHTS} does not hold a state dict of tensors")
+        raise _fail(ckpt, f"{WEIGHTS} does not hold a state dict of tensors", START_OVER_HINT)
     return state
 
 
@@ -213,9 +217,10 @@ def map_weights(source: dict[str, torch.Tensor], model, ckpt: Path, *, strict_co
         elif key == COPY and mode == "original_separate" and E_NAME in source:
             value = source[E_NAME].T  # a checkpoint of ours made without the copy: it starts as E
         else:
-            raise _fail(ckpt, f"{what} has no tensor {key}")
+            raise _fail(ckpt, f"{what} has no tensor {key}", SHAPE_HINT)
         if value.shape != ours.shape:
-            raise _fail(ckpt, f"{what} has {key} of shape {_shape(value)}, this model's is {_shape(ours)}")
+            raise _fail(ckpt, f"{what} has {key} of shape {_shape(value)}, this model's is {_shape(ours)}",
+                        SHAPE_HINT)
         out[key] = value
     for key in source:
         if key in out or key in DROPPABLE or key.startswith(DROPPABLE_PREFIXES):
@@ -223,19 +228,20 @@ def map_weights(source: dict[str, torch.Tensor], model, ckpt: Path, *, strict_co
         if key == COPY:
             E = source.get(E_NAME)
             if E is None or source[key].shape != E.T.shape:
-                raise _fail(ckpt, f"{what} has {COPY} of shape {_shape(source[key])}, not E's transpose")
+                raise _fail(ckpt, f"{what} has {COPY} of shape {_shape(source[key])}, not E's transpose",
+                            SHAPE_HINT)
             if not torch.equal(source[key], E.T):
                 delta = (source[key].float() - E.T.float()).abs().max().item()
                 if strict_copy:
                     raise _fail(ckpt, f"its {COPY} differs from the word embeddings (max |difference| {delta:.3g}): "
                                       "the original trained them apart, as it does on a GPU",
-                                "continue it with --simplex_embedding original_separate, "
+                                "continue it with --simplex_embedding original_separate, or "
                                 + INIT_HINT.format(ckpt=ckpt))
                 logger.warning("%s: its %s differs from the word embeddings (max |difference| %.3g); this model "
                                "(simplex_embedding %s) takes the word embeddings", ckpt, COPY, delta, mode)
             continue
         raise _fail(ckpt, f"{what} holds {key}, which this model has no place for "
-                          f"(self_condition {getattr(model.config, 'self_condition', None)})")
+                          f"(self_condition {getattr(model.config, 'self_condition', None)})", SHAPE_HINT)
     return out
 
 
@@ -246,12 +252,12 @@ def check_modes(config: dict, model, ckpt: Path) -> None:
         if not hasattr(model.config, key):
             if theirs != default:
                 raise _fail(ckpt, f"its config.json has {key} {json.dumps(theirs)}, which this trainer does not "
-                                  "implement")
+                                  "implement", START_OVER_HINT)
             continue
         ours = getattr(model.config, key)
         if theirs != ours:
             raise _fail(ckpt, f"its config.json has {key} {json.dumps(theirs)}, this run {json.dumps(ours)}",
-                        f"set --{key} {json.dumps(theirs)} to continue it, " + INIT_HINT.format(ckpt=ckpt))
+                        f"set --{key} {json.dumps(theirs)} to continue it, or " + INIT_HINT.format(ckpt=ckpt))
 
 
 def load_weights(model, ckpt: str | Path) -> None:
@@ -440,7 +446,7 @@ def _original_names_and_shapes(ckpt: Path, weights: dict[str, torch.Tensor]) -> 
     names = original_parameter_names(config)
     missing = [n for n in names if n not in weights]
     if missing:
-        raise _fail(ckpt, f"{WEIGHTS} has no tensor {missing[0]}")
+        raise _fail(ckpt, f"{WEIGHTS} has no tensor {missing[0]}", SHAPE_HINT)
     return names, {n: tuple(weights[n].shape) for n in names}
 
 
@@ -452,14 +458,14 @@ def check(ckpt: str | Path, trainer) -> None:
     ckpt = Path(ckpt)
     model = trainer.model
     if getattr(model.config, "position_embedding_type", "absolute") != "absolute":
-        raise _fail(ckpt, "only absolute position embeddings are mapped")
+        raise _fail(ckpt, "only absolute position embeddings are mapped", START_OVER_HINT)
     check_modes(read_config(ckpt) or {}, model, ckpt)
     weights = load_weights_file(ckpt)
     map_weights(weights, model, ckpt)
     names, shapes = _original_names_and_shapes(ckpt, weights)
     optim = str(getattr(trainer.args.optim, "value", trainer.args.optim))
     if optim not in ADAM_OPTIMS:
-        raise _fail(ckpt, f"its Adam state cannot feed optim {optim}", "use --optim adamw_torch, "
+        raise _fail(ckpt, f"its Adam state cannot feed optim {optim}", "use --optim adamw_torch, or "
                     + INIT_HINT.format(ckpt=ckpt))
     saved = _load(ckpt, OPTIMIZER)
     plan = plan_optimizer(saved, names, shapes, our_groups_from_trainer(trainer), ckpt,
