@@ -10,7 +10,7 @@ from typing import Any
 from syncd.errors import ConfigError
 from syncd.hf import PreemptionCallback
 
-from . import compat
+from . import compat, kg_rank, text_metrics
 from .data import Collator, SpanMasking, load_text_datasets, prepare_dataset
 from .model import build_model
 from .tess_trainer import (
@@ -71,6 +71,7 @@ def load_model_config(model_args, diffusion, tokenizer, max_seq_length: int):
     config.eos_token_id = tokenizer.eos_token_id
     # Saved with the model so that sampling needs nothing but the checkpoint.
     config.self_condition = diffusion.self_condition
+    config.simplex_embedding = diffusion.simplex_embedding
     config.self_condition_zeros_after_softmax = diffusion.self_condition_zeros_after_softmax
     for key in ("self_condition_mix_before_weights", "self_condition_mix_logits_before_weights",
                 "self_condition_mlp_projection", "classifier_free_uncond_input", "classifier_free_simplex_inputs",
@@ -158,6 +159,10 @@ def build_trainer(cfg) -> Run:
         raise ConfigError(f"cannot load model {cfg.model.model_name_or_path}: {_first_line(e)}") from None
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
+    if cfg.run.init_from_checkpoint:
+        from .original_format import init_weights
+
+        init_weights(model, cfg.run.init_from_checkpoint)  # a resume below still loads its own weights
     samples = None
     if eval_ds is not None and cfg.diffusion.eval_num_samples:
         samples = eval_ds.select(range(min(cfg.diffusion.eval_num_samples, len(eval_ds))))
@@ -178,6 +183,8 @@ def build_trainer(cfg) -> Run:
         trainer.add_callback(TimeSaveCallback(cfg.run.time_save_interval_seconds))
     trainer.add_callback(CompletionMarkerCallback(trainer))
     compat.apply_runtime(cfg, trainer)  # the original's logging_dir and final evaluation
+    trainer.kg_eval = kg_rank.eval_hook(cfg)  # None unless a kg_quad run with a validation file
+    trainer.sample_metrics = text_metrics.eval_hook(cfg, tokenizer)  # None unless the config asks
     # SIGTERM (spot VM notice, systemctl stop, kubectl delete): save at the step end and stop;
     # __main__ then exits with syncd.hf.PREEMPTED_EXIT_CODE instead of saving a final model.
     preemption = PreemptionCallback(exit_on_preemption=False,

@@ -75,6 +75,24 @@ def check_self_condition(config) -> None:
                          "self_condition_zeros_after_softmax (zero probabilities) cannot apply")
 
 
+# simplex_embedding: which matrix turns softmax(x_t) into the input embedding.
+#   tied               E itself, one Adam update of E per step (ours; see docs/tess.md)
+#   original_shared    the original's vocab_to_hidden_dim_embed, a second parameter on E's
+#                      storage: E gets two Adam updates per step, as the original as written
+#   original_separate  vocab_to_hidden_dim_embed as a matrix of its own, started as a copy of
+#                      E: the original as it runs on a GPU, where model.to(device) copies the
+#                      transposed view apart from E
+SIMPLEX_EMBEDDINGS = ("tied", "original_shared", "original_separate")
+
+
+def _drop_shared_view(module, state_dict, prefix, local_metadata) -> None:
+    state_dict.pop(prefix + "weight", None)
+
+
+def _keep_shared_view(module, state_dict, prefix, *args) -> None:
+    state_dict.setdefault(prefix + "weight", module.weight.detach())  # E's values, loaded just before
+
+
 class TessRobertaModel(RobertaPreTrainedModel):
     """RoBERTa encoder + LM head with TESS's simplex input and self-conditioning.
 
@@ -96,6 +114,13 @@ class TessRobertaModel(RobertaPreTrainedModel):
         self.roberta = RobertaModel(config, add_pooling_layer=False)
         self.lm_head = RobertaLMHead(config)
         self.timestep_embed = nn.Linear(1, config.hidden_size)
+        if self.simplex_embedding != "tied":
+            self.vocab_to_hidden_dim_embed = nn.Linear(config.vocab_size, config.hidden_size, bias=False)
+            if self.simplex_embedding == "original_shared":
+                # E under a second name: never written (safetensors cannot hold a view), and
+                # taken from E again when a state dict lacks it.
+                self.vocab_to_hidden_dim_embed.register_state_dict_post_hook(_drop_shared_view)
+                self.vocab_to_hidden_dim_embed.register_load_state_dict_pre_hook(_keep_shared_view)
         if mode is not None and mode not in _NO_PROJECTION_MODES:
             H = config.hidden_size
             if getattr(config, "self_condition_mlp_projection", False):
@@ -106,6 +131,7 @@ class TessRobertaModel(RobertaPreTrainedModel):
                 self.project_to_hidden_size = nn.Linear(2 * H, H, bias=False)
         self._freeze_unused()
         self.post_init()
+        self._link_simplex_embedding(copy=True)
 
     def _freeze_unused(self) -> None:
         """logits_multiply's projection exists for the original's parameter layout but is never
@@ -139,7 +165,46 @@ class TessRobertaModel(RobertaPreTrainedModel):
 
     @property
     def word_embeddings(self) -> torch.Tensor:
-        return self.roberta.embeddings.word_embeddings.weight  # E: (V, H)
+        """E as the simplex input reads it: (V, H); the original's vocab_to_hidden_dim_embed when kept."""
+        copy = getattr(self, "vocab_to_hidden_dim_embed", None)
+        if copy is not None:
+            return copy.weight.T
+        return self.roberta.embeddings.word_embeddings.weight
+
+    @property
+    def simplex_embedding(self) -> str:
+        return getattr(self.config, "simplex_embedding", "tied") or "tied"
+
+    def _link_simplex_embedding(self, copy: bool = False) -> None:
+        """original_shared: vocab_to_hidden_dim_embed views E's storage (after every move or
+        re-tie, which would otherwise copy it apart); original_separate: a copy of E when
+        ``copy`` (a fresh model) or when E was resized."""
+        linear = getattr(self, "vocab_to_hidden_dim_embed", None)
+        if linear is None:
+            return
+        E = self.roberta.embeddings.word_embeddings.weight
+        if self.simplex_embedding == "original_shared":
+            if linear.weight.data_ptr() == E.data_ptr() and linear.weight.shape == E.T.shape:
+                return
+            value = E.data.T
+        elif copy or linear.weight.shape != E.T.shape:
+            value = E.data.T.clone()
+        else:
+            return
+        try:
+            linear.weight.data = value  # the same Parameter: an optimizer holding it keeps it
+        except RuntimeError:  # still on the meta device while loading: no optimizer yet
+            linear.weight = nn.Parameter(value, requires_grad=E.requires_grad)
+
+    def tie_weights(self, *args, **kwargs):
+        out = super().tie_weights(*args, **kwargs)
+        self._link_simplex_embedding()
+        return out
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._link_simplex_embedding()
+        return out
 
     def embed_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """softmax(logits) @ E.  (n, V) -> (n, H)"""
@@ -258,6 +323,9 @@ def build_model(config: RobertaConfig, model_name_or_path: str | None = None, ca
                 **hub_kwargs) -> TessRobertaModel:
     """Pretrained weights when ``model_name_or_path`` is given, else a fresh model from ``config``."""
     if model_name_or_path:
-        return TessRobertaModel.from_pretrained(model_name_or_path, config=config, cache_dir=cache_dir,
-                                                **hub_kwargs)
+        model, info = TessRobertaModel.from_pretrained(model_name_or_path, config=config, cache_dir=cache_dir,
+                                                       output_loading_info=True, **hub_kwargs)
+        if "vocab_to_hidden_dim_embed.weight" in info["missing_keys"]:
+            model._link_simplex_embedding(copy=True)  # as the original: the copy starts as E
+        return model
     return TessRobertaModel(config)

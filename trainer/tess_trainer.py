@@ -29,6 +29,7 @@ from syncd.checkpoints import MARKER, write_checkpoint_marker
 
 from .args import DiffusionArguments
 from .data import SpanMasking
+from .original_format import OriginalResumeMixin
 from .sampling import SamplingOptions, entity_exact_match, generate, previous_prediction
 from .schedule import alpha_bars, scaled_timesteps
 from .simplex import noisy_simplex
@@ -88,7 +89,10 @@ def tess_loss(model, inputs, alpha_bars: torch.Tensor, diffusion: DiffusionArgum
     return model(**common, previous_pred=previous, labels=labels, drop_condition=drop, generator=device_generator)
 
 
-class TessTrainer(Trainer):
+class TessTrainer(OriginalResumeMixin, Trainer):
+    kg_eval = None  # kg_rank.EvalRanking: the small kg-rank at each evaluation of a kg_quad run
+    sample_metrics = None  # text_metrics.SampleMetrics: dist-n, repetition, zipf, perplexity of the samples
+
     def __init__(self, *args, diffusion: DiffusionArguments, sample_dataset=None, conditional: str | None = None,
                  masking: SpanMasking | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -123,17 +127,6 @@ class TessTrainer(Trainer):
             stale.unlink(missing_ok=True)
         super()._save_checkpoint(model, trial)
 
-    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, *args, **kwargs):
-        epochs, steps = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
-                                                     *args, **kwargs)
-        if 0 < max_steps <= self.state.global_step:
-            # Resumed at (or past) max_steps: Hugging Face checks it only after a step, and would
-            # train one more and save checkpoint-{max_steps + 1}. No epoch left: nothing runs.
-            logger.info("the checkpoint is at step %d of max_steps %d: nothing left to train",
-                        self.state.global_step, max_steps)
-            return num_train_epochs, 0
-        return epochs, steps
-
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
@@ -158,6 +151,9 @@ class TessTrainer(Trainer):
             self._eval_generators = None
         if self.sample_dataset is not None and len(self.sample_dataset) and self.is_world_process_zero():
             output.metrics.update(self.write_samples(metric_key_prefix))
+        if self.kg_eval is not None and self.is_world_process_zero():
+            output.metrics.update(self.kg_eval(self.accelerator.unwrap_model(self.model), self.processing_class,
+                                               metric_key_prefix))
         return output
 
     def write_samples(self, prefix: str = "eval") -> dict[str, float]:
@@ -181,6 +177,8 @@ class TessTrainer(Trainer):
         if self.conditional == "kg_quad":
             right, total = entity_exact_match(predicted.cpu(), batch["input_ids"].cpu(), batch["span_mask"].cpu())
             metrics[f"{prefix}_entity_exact_match"] = right / max(total, 1)
+        if self.sample_metrics is not None:
+            metrics.update(self.sample_metrics(predicted, batch["span_mask"], prefix))
         self._write_sample_file(predicted, batch, metrics)
         return metrics
 
