@@ -127,6 +127,17 @@ class TessTrainer(OriginalResumeMixin, Trainer):
             stale.unlink(missing_ok=True)
         super()._save_checkpoint(model, trial)
 
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, *args, **kwargs):
+        epochs, steps = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
+                                                     *args, **kwargs)
+        if 0 < max_steps <= self.state.global_step:
+            # Resumed at (or past) max_steps: Hugging Face checks it only after a step, and would
+            # train one more and save checkpoint-{max_steps + 1}. No epoch left: nothing runs.
+            logger.info("the checkpoint is at step %d of max_steps %d: nothing left to train",
+                        self.state.global_step, max_steps)
+            return num_train_epochs, 0
+        return epochs, steps
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
