@@ -37,13 +37,12 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def load_tokenizer(model_args, use_fast: bool = True):
+def load_tokenizer(model_args):
     from transformers import AutoTokenizer
 
     name = model_args.tokenizer_name or model_args.model_name_or_path
     try:
-        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
-                                             use_fast=use_fast)
+        return AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir, revision=model_args.model_revision)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load tokenizer {name}: {_first_line(e)}") from None
 
@@ -147,7 +146,7 @@ def build_trainer(cfg) -> Run:
         import torch
 
         torch.set_num_threads(cfg.run.torch_num_threads)
-    tokenizer = load_tokenizer(cfg.model, use_fast=getattr(cfg.original, "use_fast_tokenizer", True))
+    tokenizer = load_tokenizer(cfg.model)
     # The model's shape first: a bad one fails in a second, not after tokenising.
     config = load_model_config(cfg.model, cfg.diffusion, tokenizer, cfg.data.max_seq_length)
     train_ds, eval_ds = build_datasets(cfg, tokenizer)
