@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from . import completeness, freshness
+from . import completeness, freshness, parts
 from .checkpoints import LocalCheckpoint, inspect_final, scan_local
 from .config import SyncConfig
 from .errors import RemoteError
@@ -25,6 +25,9 @@ def restore(cfg: SyncConfig, step: int | None = None, to: Path | None = None, pr
     """Newest (or ``step``, or the best) committed checkpoint into ``(to or output_dir)/checkpoint-N``, verified."""
     remote = open_remote(cfg)
     try:
+        if cfg.nodes > 1:  # every node's part of one checkpoint, or none (parts.py)
+            return parts.restore_set(remote, cfg.run, cfg.nodes, cfg.node_rank, Path(to) if to else cfg.output_dir,
+                                     step=step, best=best, progress=progress, key=cfg.manifest_key)
         return _restore(remote, cfg.run_name, Path(to) if to else cfg.output_dir, step=step, best=best,
                         progress=progress, key=cfg.manifest_key)
     finally:
@@ -59,13 +62,14 @@ def judged_local(cfg: SyncConfig, verdicts: dict[str, bool]) -> list[LocalCheckp
 
 
 def pending(cfg: SyncConfig, snap: Snapshot, include_final: bool = True,
-            verdicts: dict[str, bool] | None = None) -> list[str]:
+            verdicts: dict[str, bool] | None = None, elsewhere: set[str] | None = None) -> list[str]:
     """Names that must still be committed: the newest local checkpoint, and the final model.
 
     Completeness is the daemon's verdict (``verdicts``, from its status) or a marker; a
     folder still settling is pending too. A committed copy counts only when it holds
     the local bytes (freshness.py): a step saved again with other contents is pending
-    until its new version is committed.
+    until its new version is committed. With several nodes (parts.py), ``elsewhere`` names
+    the checkpoints every other node's part has committed: one missing there is pending.
     """
     judged = [c for c in judged_local(cfg, verdicts or {})
               if c.complete or c.reason == completeness.AWAITING_QUIET]
@@ -78,7 +82,10 @@ def pending(cfg: SyncConfig, snap: Snapshot, include_final: bool = True,
     for c in want:
         entry = copies.get(c.name)
         if entry is None or entry.manifest is None or not c.complete or not freshness.same_as_committed(
-                cfg.state_dir, c.name, c.path, c.files, entry.manifest, entry.name):
+                cfg.state_dir, c.name, c.path, c.files, entry.manifest, entry.name,
+                superset=cfg.nodes > 1 and not c.is_final):
+            out.append(c.name)
+        elif elsewhere is not None and not c.is_final and c.name not in elsewhere:
             out.append(c.name)
     return out
 
@@ -110,7 +117,9 @@ def wait_committed(cfg: SyncConfig, timeout_seconds: float, include_final: bool 
             if mark != seen or now >= next_read:
                 seen, next_read = mark, now + poll_seconds
                 try:
-                    left = pending(cfg, index.scan(), include_final, local_verdicts(cfg))
+                    elsewhere = parts.committed_names_elsewhere(remote, cfg.run, cfg.nodes, cfg.node_rank,
+                                                                cfg.manifest_key) if cfg.nodes > 1 else None
+                    left = pending(cfg, index.scan(), include_final, local_verdicts(cfg), elsewhere)
                 except RemoteError as e:
                     log.warning("waiting: remote not readable yet (%s)", e)
                     left = ["?"]

@@ -74,6 +74,12 @@ SHARED_KEYS: dict[str, Spec] = {
     "syncd_http_host": Key(str, "127.0.0.1"),
     # Secret for HMAC-signed manifests: restore then refuses a remote forged without it.
     "syncd_manifest_key": Key(str, None),
+    # torchrun across nodes without a shared disk: one daemon per node, each mirroring its
+    # node's part of every checkpoint (parts.py). 1 = one machine, or nodes sharing a disk.
+    # Unset: $SYNCD_NODES, else 1. At most 4096 nodes: a bound, not a tested size.
+    "syncd_nodes": Key(int, None, minimum=1, maximum=4096),
+    # This node's rank among them. Unset: $SYNCD_NODE_RANK, else torchrun's $GROUP_RANK.
+    "syncd_node_rank": Key(int, None, minimum=0, maximum=4095),
 }
 # A backend's own keys (syncd_gdrive_* for gdrive://), declared in syncd/remotes/.
 REMOTE_OPTION_KEYS: dict[str, Spec] = option_specs()
@@ -102,12 +108,20 @@ class SyncConfig:
     manifest_key: str | None = field(default=None, repr=False)
     http_port: int = 0
     http_host: str = "127.0.0.1"
+    nodes: int = 1  # parts per checkpoint (parts.py)
+    node_rank: int = 0  # which part this output folder holds; run_name is that part's folder
+    base_run: str | None = None  # the run's own name when run_name is a part's (node rank > 0)
     source: str = "<dict>"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def state_dir(self) -> Path:
         return self.output_dir / ".syncd"
+
+    @property
+    def run(self) -> str:
+        """The run's name; ``run_name`` is the folder this output folder mirrors to (its part's)."""
+        return self.base_run or self.run_name
 
 
 def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
@@ -254,9 +268,15 @@ def build_config(
     remote = values["gdrive_backup_dir"]
     if remote is not None:
         remote = normalise_url(remote, base)
+    from .parts import node_layout, part_run
+
+    nodes, node_rank = node_layout(values["syncd_nodes"], values["syncd_node_rank"])
     return SyncConfig(
         output_dir=output_dir,
-        run_name=run_name,
+        run_name=part_run(run_name, node_rank),
+        base_run=run_name if node_rank else None,
+        nodes=nodes,
+        node_rank=node_rank,
         save_total_limit=values["save_total_limit"],
         remote_url=remote,
         backup_keep_last=values["backup_keep_last"],

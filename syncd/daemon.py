@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import completeness, freshness, policy, reconcile, retire, verify
+from . import completeness, freshness, parts, policy, reconcile, retire, verify
 from .checkpoints import (
     FINAL_NAME,
     LocalCheckpoint,
@@ -89,6 +89,7 @@ class Daemon:
         self.remote = remote
         self.index: RemoteIndex | None = None
         self.claim: RunClaim | None = None
+        self.parts: parts.Parts | None = None  # the other nodes' parts, with several nodes
         self.worker: UploadWorker | None = None
         self.board = Board(self.state_dir, Status(remote=cfg.remote_url, run=cfg.run_name))
         self.status = self.board.status
@@ -187,6 +188,8 @@ class Daemon:
             except RemoteError as e:
                 log.warning("could not abort earlier incomplete uploads: %s", e)
         self.index = RemoteIndex(self.remote, self.cfg.run_name, self.cfg.manifest_key)
+        if self.cfg.nodes > 1:
+            self.parts = parts.Parts(self.remote, self.cfg.run, self.cfg.nodes, self.cfg.manifest_key)
         self.claim = RunClaim(self.remote, self.index, run=self.cfg.run_name, remote_url=self.cfg.remote_url,
                               state_dir=self.state_dir, output_dir=self.out, board=self.board)
         refusal = self.claim.refuse_at_start(has_local_checkpoints=bool(scan_local(self.out)))
@@ -379,13 +382,30 @@ class Daemon:
         world.damaged = set(self._damaged)
         self.status.damaged = dict(self._damaged)
         self.status.committed = sorted(world.copies())
-        stale = reconcile.stale_names(self.state_dir, world.holding(), world.local, world.final)
+        stale = reconcile.stale_names(self.state_dir, world.holding(), world.local, world.final,
+                                      superset=self.parts is not None)
         for name in stale - set(self.status.stale):
             log.info("%s: differs from its committed copy; uploading it again", name)
         world.stale = stale
         self.status.stale = sorted(stale)
         world.best = self._best(world)
+        if self.parts is not None:
+            self._gather_parts(world)
         self.status.best_step = world.best
+
+    def _gather_parts(self, world: reconcile.World) -> None:
+        """Several nodes (parts.py): the steps every node's part holds, and node 0's best."""
+        try:
+            others = self.parts.others(self.cfg.node_rank)
+            if 0 in others:  # node 0's part holds trainer_state.json
+                found = self.parts.best(others[0])
+                world.best = found if found is not None else world.best
+        except SyncdError as e:  # a failed read, or a part that is not a run's
+            world.parts_unknown = True
+            self.board.error(f"another node's part cannot be read, so nothing is pruned this pass: {e}")
+            return
+        own = [e.step for e in world.copies().values() if e.step is not None]
+        world.sets = parts.complete_sets([own] + [parts.committed_steps(s).keys() for s in others.values()])
 
     def _best(self, world: reconcile.World) -> int | None:
         """The best step, from the newest trainer_state.json here or, when newer, on the remote."""

@@ -31,8 +31,10 @@ def _record_path(state_dir: Path, name: str) -> Path:
     return Path(state_dir) / "state" / "committed" / f"{name}.json"
 
 
-def _compared(files: Iterable[LocalFile], manifest: Manifest) -> dict[str, int]:
+def _compared(files: Iterable[LocalFile], manifest: Manifest, superset: bool = False) -> dict[str, int]:
     listed = {f.path for f in manifest.files}
+    if superset:  # a node's part inside a folder restored from every part (parts.py)
+        return {f.path: f.size for f in files if f.path in listed and f.path not in _OUR_MARKERS}
     return {f.path: f.size for f in files if f.path in listed or f.path not in _OUR_MARKERS}
 
 
@@ -66,10 +68,15 @@ def forget(state_dir: Path, name: str) -> None:
 
 
 def same_as_committed(state_dir: Path, name: str, root: Path, files: Iterable[LocalFile],
-                      manifest: Manifest, folder: str) -> bool:
-    """True when the local files are byte for byte the committed copy in ``folder``."""
+                      manifest: Manifest, folder: str, superset: bool = False) -> bool:
+    """True when the local files are byte for byte the committed copy in ``folder``.
+
+    ``superset`` (several nodes, parts.py): the local folder may hold other nodes' files
+    as well, and its marker is its own; the committed part's other files must match.
+    """
     files = list(files)
-    if _compared(files, manifest) != {f.path: f.size for f in manifest.files}:
+    wanted = {f.path: f.size for f in manifest.files if not (superset and f.path in _OUR_MARKERS)}
+    if _compared(files, manifest, superset) != wanted:
         return False
     stamps = _stamps(root, [f.path for f in manifest.files])
     if stamps is None:
@@ -78,6 +85,8 @@ def same_as_committed(state_dir: Path, name: str, root: Path, files: Iterable[Lo
     if isinstance(rec, dict) and rec.get("folder") == folder and rec.get("files") == stamps:
         return True
     for mf in manifest.files:
+        if superset and mf.path in _OUR_MARKERS:
+            continue
         try:
             with open(root / mf.path, "rb", buffering=0) as fh:
                 if sha256_stream(fh)[1] != mf.sha256:

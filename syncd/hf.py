@@ -182,16 +182,26 @@ def checkpoint_dir(args, state) -> Path:
     return Path(args.output_dir) / f"checkpoint-{state.global_step}"
 
 
+def _marks(args) -> bool:
+    """Whether this process writes the marker: the one the Trainer saves with
+    (``args.should_save``), and each node's first process, whose disk may hold only its
+    ranks' ``rng_state_{rank}.pth`` (several nodes without a shared disk: parts.py).
+    On a shared disk two processes then write one marker; each write is atomic and both
+    list the same files, written before the barrier."""
+    return bool(args.should_save or getattr(args, "local_process_index", None) == 0)
+
+
 def mark_saved_checkpoint(args, state) -> Path | None:
     """Call from ``on_save`` on every rank: after all have written, the writer adds the marker.
 
-    The writer is the process the Trainer saves with (``args.should_save``: world rank
-    0, or each node's first process with ``save_on_each_node``). Returns the folder.
+    The writers are the process the Trainer saves with (``args.should_save``: world rank
+    0, or each node's first process with ``save_on_each_node``) and every node's first
+    process (``_marks``). Returns the folder.
     """
     _barrier()  # every rank's rng_state_{rank}.pth (and shards) are on disk
     ckpt = checkpoint_dir(args, state)
     wrote = None
-    if args.should_save and ckpt.is_dir():
+    if _marks(args) and ckpt.is_dir():
         write_checkpoint_marker(ckpt, state.global_step)
         wrote = ckpt
     _barrier()  # nobody moves on (or rotates it away) before the marker exists
@@ -201,7 +211,7 @@ def mark_saved_checkpoint(args, state) -> Path | None:
 def drop_stale_marker(args, state) -> None:
     """Before checkpoint-N is saved again (a run resumed from an earlier step), its old
     marker must not vouch for files that are being rewritten."""
-    if args.should_save:
+    if _marks(args):
         (checkpoint_dir(args, state) / MARKER).unlink(missing_ok=True)
 
 

@@ -81,6 +81,21 @@ def remote_prune(committed: Iterable[int], keep: int) -> list[int]:
     return ordered[max(keep, 1):]
 
 
+def prune_beyond_sets(committed: Iterable[int], sets: Iterable[int], keep: int) -> list[int]:
+    """A node's committed parts that may go: those with ``keep`` complete sets newer (parts.py).
+
+    ``sets``: steps every node has committed. A part newer than the ``keep``-th newest
+    set is kept even when its set is incomplete, since the other nodes may still be
+    sending theirs. With one node the sets are its own commits: ``remote_prune``.
+    """
+    newer_needed = max(keep, 1)
+    ordered = sorted(set(sets), reverse=True)
+    if len(ordered) < newer_needed:
+        return []
+    floor = ordered[newer_needed - 1]  # the keep-th newest complete set
+    return sorted(s for s in set(committed) if s < floor)
+
+
 @dataclass(frozen=True)
 class RemoteView:
     """What the remote policy knows of one folder of the run (remote_state.Entry)."""
@@ -110,12 +125,15 @@ def remote_deletions(
     clean: bool,
     identity_ok: bool,
     best: int | None = None,
+    sets: Collection[int] | None = None,
 ) -> list[Deletion]:
     """Remote folders to delete, each with the rule that allows it (see the module doc).
 
     ``in_use``: folder names an upload is writing or will write; ``clean``: every read
     of the scan succeeded; ``identity_ok``: this daemon owns the remote run folder;
-    ``best``: the step ``trainer_state.json`` names as best, kept beside the newest ``keep``.
+    ``best``: the step ``trainer_state.json`` names as best, kept beside the newest ``keep``;
+    ``sets``: with several nodes, the steps every node's part has committed (retention
+    then counts those, ``prune_beyond_sets``); None for one node.
     """
     if not clean or not identity_ok:
         return []
@@ -124,7 +142,8 @@ def remote_deletions(
     for e in ours:  # a damaged copy is no copy: it neither keeps a step nor supersedes one
         if e.state == COMMITTED and not e.damaged and (e.base not in copies or e.version > copies[e.base].version):
             copies[e.base] = e
-    beyond = set(remote_prune((c.step for c in copies.values() if c.step is not None), keep)) - {best}
+    steps = [c.step for c in copies.values() if c.step is not None]
+    beyond = set(remote_prune(steps, keep) if sets is None else prune_beyond_sets(steps, sets, keep)) - {best}
     out = []
     for e in ours:
         if e.name in in_use:

@@ -42,6 +42,8 @@ class World:
     best: int | None = None
     blocked: dict[str, tuple] = field(default_factory=dict)  # failed on a local read: name -> files
     busy: tuple[str, int] | None = None  # the upload in flight: (name, version)
+    sets: set[int] | None = None  # several nodes (parts.py): steps every node's part has committed
+    parts_unknown: bool = False  # several nodes, and another node's part could not be read
 
     @property
     def by_step(self) -> dict[int, LocalCheckpoint]:
@@ -144,14 +146,18 @@ def restored_pins(state_dir: Path, local: list[LocalCheckpoint]) -> set[int]:
 
 
 def stale_names(state_dir: Path, copies: dict[str, Entry], local: list[LocalCheckpoint],
-                final: LocalCheckpoint | None) -> set[str]:
-    """Names whose complete local copy differs from their committed remote copy (freshness.py)."""
+                final: LocalCheckpoint | None, superset: bool = False) -> set[str]:
+    """Names whose complete local copy differs from their committed remote copy (freshness.py).
+
+    ``superset``: several nodes; a folder restored from every part holds more than its own.
+    """
     out = set()
     for c in [x for x in local if x.complete] + ([final] if final is not None and final.complete else []):
         entry = copies.get(c.name)
         if entry is None or entry.manifest is None:
             continue
-        if not freshness.same_as_committed(state_dir, c.name, c.path, c.files, entry.manifest, entry.name):
+        if not freshness.same_as_committed(state_dir, c.name, c.path, c.files, entry.manifest, entry.name,
+                                           superset=superset and not c.is_final):
             out.add(c.name)
     return out
 
@@ -208,7 +214,8 @@ def plan_remote(world: World, keep: int) -> RemotePlan:
         [policy.RemoteView(e.name, e.base, e.step, e.version, e.state, e.owner,
                            e.manifest is not None or e.error is not None, e.name in world.damaged)
          for e in snap],
-        keep=keep, in_use=in_use, clean=snap.clean, identity_ok=True, best=world.best)
+        keep=keep, in_use=in_use, clean=snap.clean and not world.parts_unknown, identity_ok=True, best=world.best,
+        sets=world.sets)
     return RemotePlan(steps if snap.clean else None, uploads, deletions, committed)
 
 

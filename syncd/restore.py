@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from . import freshness, identity
@@ -32,7 +33,7 @@ from .completeness import scan_stopped
 from .errors import ConfigError, IntegrityError, NothingToRestore, RemoteError, SyncdError
 from .fsutil import atomic_write_json, fsync_dir, read_json
 from .hashing import CHUNK_BYTES, Digest, Hasher, hash_file
-from .manifest import MANIFEST_NAME, Manifest
+from .manifest import MANIFEST_NAME, Manifest, ManifestFile
 from .reconcile import remote_best
 from .remote_state import UNREADABLE, Entry, RemoteIndex
 from .remotes.base import Remote, join
@@ -81,8 +82,13 @@ def _inside(root: Path, rel: str) -> Path:
 
 def matches_manifest(folder: Path, manifest: Manifest) -> bool:
     """Whether ``folder`` already holds exactly the manifest's files (sizes and sha256)."""
+    return holds_files(folder, manifest.files)
+
+
+def holds_files(folder: Path, files: Iterable[ManifestFile]) -> bool:
+    """Whether ``folder`` holds each of ``files`` with its size and sha256."""
     local = {f.path: f.size for f in walk_files(folder)}
-    for mf in manifest.files:
+    for mf in files:
         if local.get(mf.path) != mf.size or hash_file(folder / mf.path).sha256 != mf.sha256:
             return False
     return True
@@ -92,30 +98,42 @@ def fetch(remote: Remote, run: str, entry: Entry, dest_root: Path, progress: boo
     """Download one committed checkpoint into ``dest_root/<base>``; IntegrityError on any mismatch."""
     manifest = entry.manifest
     assert manifest is not None
-    target = dest_root / entry.base
+    return fetch_files(remote, [(join(run, entry.name), mf) for mf in manifest.files], dest_root, entry.base,
+                       entry.step, progress, what=entry.name)
+
+
+def fetch_files(remote: Remote, sources: list[tuple[str, ManifestFile]], dest_root: Path, base: str,
+                step: int | None, progress: bool, what: str | None = None) -> Path:
+    """Download ``(remote folder, manifest file)`` pairs into ``dest_root/<base>``, verified, or nothing.
+
+    Everything lands in ``<base>.partial`` and is renamed into place only once every
+    file matched its manifest; a checkpoint without our marker then gets one.
+    """
+    what = what or base
+    target = dest_root / base
     if target.exists():
-        if matches_manifest(target, manifest):
-            log.info("%s already present in %s and identical; nothing to do", entry.name, dest_root)
+        if holds_files(target, [mf for _, mf in sources]):
+            log.info("%s already present in %s and identical; nothing to do", what, dest_root)
             return target
         raise SyncdError(f"{target} exists and differs from the remote copy; move it away first")
-    partial = dest_root / f"{entry.base}.partial"
+    partial = dest_root / f"{base}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        _check_space(dest_root, manifest.size_bytes)
-        with _progress_bar(manifest.size_bytes, f"restore {entry.base}", progress) as bar:
-            for mf in manifest.files:
+        _check_space(dest_root, sum(mf.size for _, mf in sources))
+        with _progress_bar(sum(mf.size for _, mf in sources), f"restore {base}", progress) as bar:
+            for folder, mf in sources:
                 dest = _inside(partial, mf.path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                got = _download(remote, join(run, entry.name, mf.path), dest, mf.size, bar)
+                got = _download(remote, join(folder, mf.path), dest, mf.size, bar)
                 if got.size != mf.size:
-                    raise IntegrityError(f"{entry.name}/{mf.path}: {got.size} bytes, manifest says {mf.size}")
+                    raise IntegrityError(f"{folder}/{mf.path}: {got.size} bytes, manifest says {mf.size}")
                 if got.sha256 != mf.sha256 or got.md5 != mf.md5:
-                    raise IntegrityError(f"{entry.name}/{mf.path}: checksum does not match its manifest")
-        if not (partial / MARKER).exists() and entry.step is not None:
+                    raise IntegrityError(f"{folder}/{mf.path}: checksum does not match its manifest")
+        if not (partial / MARKER).exists() and step is not None:
             # Checkpoints of other trainers carry no marker; the restored copy is
             # verified, so say so, or it would look unsettled for a while.
-            write_checkpoint_marker(partial, entry.step)
+            write_checkpoint_marker(partial, step)
         for d in sorted({p.parent for p in partial.rglob("*")} | {partial}, key=lambda p: -len(p.parts)):
             fsync_dir(d)
         os.rename(partial, target)
@@ -123,8 +141,8 @@ def fetch(remote: Remote, run: str, entry: Entry, dest_root: Path, progress: boo
     except OSError as e:
         shutil.rmtree(partial, ignore_errors=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise SyncdError(f"restore {entry.base}: no space left in {dest_root}; nothing was changed") from None
-        raise SyncdError(f"restore {entry.base} into {dest_root}: {e.strerror or e}") from None
+            raise SyncdError(f"restore {base}: no space left in {dest_root}; nothing was changed") from None
+        raise SyncdError(f"restore {base} into {dest_root}: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
