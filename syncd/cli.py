@@ -240,31 +240,33 @@ def _gather(cfg: SyncConfig) -> dict:
     if cfg.remote_url:
         try:
             remote = open_remote(cfg)
+            # A look, not a job: a remote answering errors that may pass is reported in seconds.
             try:
-                snap = api.index_for(cfg, remote).scan()
-                copies = snap.restorable()
-                stale = set(api.pending(cfg, snap, include_final=True, verdicts=verdicts)) if pid is None else set()
-                for e in snap:
-                    row = rows.setdefault(e.base, {"name": e.base, "step": e.step, "local": None,
-                                                   "local_bytes": None, "age_seconds": None,
-                                                   "remote": None, "remote_bytes": None})
-                    if copies.get(e.base) is e:
-                        row["remote"], row["remote_bytes"] = "committed", e.manifest.size_bytes
-                        if e.name != e.base:
-                            row["remote"] = f"committed as {e.name}"
-                    elif row["remote"] is None or not row["remote"].startswith("committed"):
-                        row["remote"] = _remote_state_text(e)
-                for name in stale:
-                    if name in rows and (rows[name]["remote"] or "").startswith("committed") \
-                            and rows[name]["local"] == "complete":
-                        rows[name]["remote"] = "stale (local copy differs)"
-                if snap.io_errors:
-                    remote_error = "some remote reads failed: " + "; ".join(snap.io_errors[:3])
-                if remote.capabilities.quota:
-                    q = remote.quota()
-                    if q is not None:
-                        quota = {"limit_bytes": q.limit_bytes, "used_bytes": q.used_bytes,
-                                 "trash_bytes": q.trash_bytes, "free_bytes": q.free_bytes}
+                with remote.briefly():
+                    snap = api.index_for(cfg, remote).scan()
+                    copies = snap.restorable()
+                    stale = set(api.pending(cfg, snap, include_final=True, verdicts=verdicts)) if pid is None else set()
+                    for e in snap:
+                        row = rows.setdefault(e.base, {"name": e.base, "step": e.step, "local": None,
+                                                       "local_bytes": None, "age_seconds": None,
+                                                       "remote": None, "remote_bytes": None})
+                        if copies.get(e.base) is e:
+                            row["remote"], row["remote_bytes"] = "committed", e.manifest.size_bytes
+                            if e.name != e.base:
+                                row["remote"] = f"committed as {e.name}"
+                        elif row["remote"] is None or not row["remote"].startswith("committed"):
+                            row["remote"] = _remote_state_text(e)
+                    for name in stale:
+                        if name in rows and (rows[name]["remote"] or "").startswith("committed") \
+                                and rows[name]["local"] == "complete":
+                            rows[name]["remote"] = "stale (local copy differs)"
+                    if snap.io_errors:
+                        remote_error = "some remote reads failed: " + "; ".join(snap.io_errors[:3])
+                    if remote.capabilities.quota:
+                        q = remote.quota()
+                        if q is not None:
+                            quota = {"limit_bytes": q.limit_bytes, "used_bytes": q.used_bytes,
+                                     "trash_bytes": q.trash_bytes, "free_bytes": q.free_bytes}
             finally:
                 remote.close()
         except SyncdError as e:

@@ -49,7 +49,7 @@ from .checkpoints import (
 )
 from .config import SyncConfig
 from .deleter import RemoteDeleter, permitted
-from .errors import ConfigError, RemoteError, SyncdError
+from .errors import ConfigError, RemoteError, RemoteUnavailable, SyncdError
 from .faults import crash_point, fault_point
 from .locking import DaemonLock
 from .manifest import Manifest
@@ -106,6 +106,7 @@ class Daemon:
         self._damaged: dict[str, str] = {}  # committed folder -> what is wrong with it
         self._remote_best: dict[str, int | None] = {}  # committed folder -> the best step it names
         self._space_checked = False
+        self._start_unavailable = False  # the start probe met a remote answering errors that may pass
         self._check_copies_due = True
         self._intervals: dict[str, float] = {}
         self.watcher = Watcher(self.out, self.poke, self.board.worker_failed, poll=poll)
@@ -153,6 +154,9 @@ class Daemon:
             self._lock.release()
             raise
         self.status.state = "running"
+        if self._start_unavailable:
+            # Ready now: the first pass may be retrying the remote for minutes.
+            self.board.write(force=True)
         log.info("syncd watching %s%s", self.out,
                  f", mirroring to {self.cfg.remote_url} as run {self.cfg.run_name}" if self.remote else
                  " (no remote configured: local retention only)")
@@ -174,27 +178,29 @@ class Daemon:
             self.remote = open_remote(self.cfg)
         if self.remote is None:
             return
-        probe = join(self.cfg.run_name, f".syncd-probe-{os.getpid()}")
-        try:
-            self.remote.write_bytes(probe, b"ok\n")
-            with permitted(probe):  # written a moment ago, by us
-                self.remote.delete(probe)
-        except RemoteError as e:
-            raise RemoteError(f"remote {self.cfg.remote_url} is not writable: {e}") from None
-        cleanup = getattr(self.remote, "abort_incomplete_uploads", None)
-        if cleanup is not None:
-            try:
-                cleanup(self.cfg.run_name)
-            except RemoteError as e:
-                log.warning("could not abort earlier incomplete uploads: %s", e)
         self.index = RemoteIndex(self.remote, self.cfg.run_name, self.cfg.manifest_key)
         if self.cfg.nodes > 1:
             self.parts = parts.Parts(self.remote, self.cfg.run, self.cfg.nodes, self.cfg.manifest_key)
         self.claim = RunClaim(self.remote, self.index, run=self.cfg.run_name, remote_url=self.cfg.remote_url,
                               state_dir=self.state_dir, output_dir=self.out, board=self.board)
-        refusal = self.claim.refuse_at_start(has_local_checkpoints=bool(scan_local(self.out)))
-        if refusal is not None:
-            raise ConfigError(refusal)
+        # Seconds, not minutes of backoff: a remote that answers with errors that may pass
+        # (RemoteUnavailable) does not hold up the start; the passes retry it and status
+        # shows why. Anything else (credentials, a missing bucket or folder, no such host)
+        # is a verdict on the config and fails the start.
+        probe = join(self.cfg.run_name, f".syncd-probe-{os.getpid()}")
+        with self.remote.briefly():
+            try:
+                self.remote.write_bytes(probe, b"ok\n")
+                with permitted(probe):  # written a moment ago, by us
+                    self.remote.delete(probe)
+            except RemoteUnavailable as e:
+                self.board.error(f"remote {self.cfg.remote_url} is unavailable for now: {e}; "
+                                 "started anyway, each pass tries again")
+                self._start_unavailable = True
+            except RemoteError as e:
+                raise RemoteError(f"remote {self.cfg.remote_url} is not writable: {e}") from None
+            if not self._start_unavailable:
+                self._start_checks()
         uploader = Uploader(self.remote, self.index, self.state_dir, workers=self.cfg.upload_workers,
                             bwlimit_mbps=self.cfg.bwlimit_mbps, on_bytes=self.board.add_bytes)
         claim = self.claim
@@ -202,6 +208,18 @@ class Daemon:
             run_id=claim.ensure_run_id, writer=lambda: claim.writer, committed=self._committed,
             source_changed=self._settler.forget, unreadable=self._block_unreadable,
             poke=lambda: self.poke(delay=0.0)), self.staging, self._stopping, self.cfg.interval_seconds)
+
+    def _start_checks(self) -> None:
+        """Once the remote answers at start: leftovers of earlier uploads, and whether this run may write."""
+        cleanup = getattr(self.remote, "abort_incomplete_uploads", None)
+        if cleanup is not None:
+            try:
+                cleanup(self.cfg.run_name)
+            except RemoteError as e:
+                log.warning("could not abort earlier incomplete uploads: %s", e)
+        refusal = self.claim.refuse_at_start(has_local_checkpoints=bool(scan_local(self.out)))
+        if refusal is not None:
+            raise ConfigError(refusal)
 
     def stop(self, timeout: float = 60.0) -> None:
         if self._stopping.is_set() and self.status.state == "stopped":

@@ -25,6 +25,12 @@ class RemoteError(SyncdError):
     exit_code = 3
 
 
+class RemoteUnavailable(RemoteError):
+    """The remote answered, with errors that may pass (server errors, rate limits), until
+    the retries ran out. Unlike other remote errors it is no verdict on the config:
+    the daemon starts anyway and each pass tries again."""
+
+
 class CredentialsError(SyncdError):
     """Missing, unreadable, unsafe or rejected credentials."""
 

@@ -38,10 +38,19 @@ the protocol's own body, which is the fallback described here:
 - ``resumable_upload``: a ``put_file`` cut off by a crash continues from where the
   server last acknowledged on the next try, instead of sending the whole file again.
   Nothing to call: it is a promise about ``put_file``.
+
+Optional without a capability (the protocol's body is the fallback):
+
+- ``briefly()``: a context manager; within it, this thread's requests stop retrying
+  errors that may pass after a few seconds and raise ``RemoteUnavailable``, where a
+  backend would otherwise retry for minutes. ``syncd start``'s probe runs in it, so a
+  flaky remote cannot hold up the start. The fallback changes nothing: a backend that
+  does not retry for long needs no shorter budget.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -101,6 +110,10 @@ class Remote(Protocol):
     def quota(self) -> Quota | None:
         """Capability ``quota``. The fallback: ``None``, the quota is unknown."""
         return None
+
+    def briefly(self) -> AbstractContextManager[None]:
+        """A short retry budget for this thread's requests. The fallback: as always."""
+        return nullcontext()
 
 
 def join(*parts: str) -> str:

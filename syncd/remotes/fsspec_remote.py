@@ -16,6 +16,7 @@ honour (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` ...).
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -23,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import CredentialsError, RemoteError, SyncdError
+from ..errors import CredentialsError, RemoteError, RemoteUnavailable, SyncdError
 from ..hashing import CHUNK_BYTES, Digest, Hasher, Progress
 from .base import Capabilities, Remote, RemoteFile, join
 
@@ -36,6 +37,12 @@ _PLAIN_MD5 = re.compile(r'^"?([0-9a-f]{32})"?$')
 _NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}
 _REJECTED_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 _CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+# Answers that may pass (the client library has retried them already): S3's codes for
+# "slow down" and "try later", and connections that broke after the server was reached.
+_BUSY_CODES = {"SlowDown", "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestTimeout",
+               "InternalError", "RequestLimitExceeded", "TooManyRequestsException", "503", "500", "429"}
+_BROKEN_CONNECTIONS = {"ReadTimeoutError", "ConnectionClosedError", "ResponseStreamingError",
+                       "ServerDisconnectedError", "ClientPayloadError"}
 
 
 def _credentials_problem(e: BaseException) -> str | None:
@@ -49,6 +56,29 @@ def _credentials_problem(e: BaseException) -> str | None:
         code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
         if code in _REJECTED_CREDENTIALS:
             return f"S3 rejected the credentials ({code})"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _busy_problem(e: BaseException) -> str | None:
+    """Why ``e`` (or a cause) is an error that may pass, or None.
+
+    A host that cannot be reached at all is not one: that is a wrong address, said at once.
+    """
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        names = {c.__name__ for c in type(e).__mro__}
+        if names & _BROKEN_CONNECTIONS:
+            return type(e).__name__
+        if isinstance(e, OSError) and e.errno == errno.EBUSY:  # s3fs's "slow down" without its cause
+            return "busy"
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in _BUSY_CODES or (isinstance(status, int) and (status >= 500 or status == 429)):
+                return f"{code or 'HTTP'} {status or ''}".strip()
         e = e.__cause__ or e.__context__
     return None
 
@@ -148,6 +178,9 @@ class FsspecRemote(Remote):
         problem = _credentials_problem(e)
         if problem is not None:
             return CredentialsError(f"{op}: {problem} for {self.url}; {_CREDENTIALS_HINT}")
+        busy = _busy_problem(e)
+        if busy is not None:
+            return RemoteUnavailable(f"{op}: {self.url} answers {busy}; this may pass ({e})")
         return RemoteError(f"{op}: {e}")
 
     def _check_bucket(self) -> None:

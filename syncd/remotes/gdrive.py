@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import urllib.parse
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -702,6 +703,10 @@ class GDriveRemote:
             fileId=fid, body={"title": _split(dst)[1]}, supportsAllDrives=True, fields="id,createdDate", **kw))
         # ours now: it overrules listings that still show src
         self._cache.renamed(src, dst, fid, dst_parent, done.get("createdDate", ""))
+
+    def briefly(self) -> AbstractContextManager[None]:
+        """Give up within seconds on errors that may pass (``RemoteUnavailable``), on this thread."""
+        return self._net.briefly()
 
     def quota(self) -> Quota:
         """Limit and use of the account's storage. Used is what counts against the limit:

@@ -14,7 +14,10 @@ Every request of the Drive remote goes through one ``Transport``. It owns
   whose message starts with ``op``.
 
 What is transient: HTTP 429, 5xx, 403 with a rate-limit reason, a connection that
-broke or timed out. What is not: a full Drive or its daily upload cap (``QuotaError``),
+broke or timed out; when the tries run out it is ``RemoteUnavailable`` (the daemon
+starts anyway and retries each pass). ``briefly()`` gives this thread's requests a
+budget of a few seconds instead of minutes: ``syncd start``'s probe, ``syncd status``.
+What is not: a full Drive or its daily upload cap (``QuotaError``),
 rejected credentials (``CredentialsError``; retried once at once if the file changed
 meanwhile), any other 4xx (``RemoteError``), and a Drive that never answered at all
 (refused, no such host: ``RemoteError`` within a second or two, not minutes).
@@ -31,13 +34,14 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import CredentialsError, QuotaError, RemoteError
+from ..errors import CredentialsError, QuotaError, RemoteError, RemoteUnavailable
 from .gdrive_auth import describe_refresh_error, load_credentials
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ REFRESH_MARGIN_S = 600
 # Backoff: base * 2**attempt with jitter, capped; about 4 minutes in all at base 1 s.
 BACKOFF_CAP_S = 64.0
 MAX_ATTEMPTS = 9
+# Within ``briefly()``: two waits, about 1.5 s in all at base 1 s.
+BRIEF_ATTEMPTS = 3
 # A Drive that never answered (refused, no such host) gets this many quick tries.
 UNREACHABLE_ATTEMPTS = 3
 UNREACHABLE_DELAY_S = 0.5
@@ -217,6 +223,16 @@ class Transport:
 
     # ------------------------------------------------------------ requests
 
+    @contextmanager
+    def briefly(self) -> Iterator[None]:
+        """This thread's requests give up after ``BRIEF_ATTEMPTS`` on errors that may pass."""
+        before = getattr(self._local, "attempts", None)
+        self._local.attempts = min(BRIEF_ATTEMPTS, self.max_attempts)
+        try:
+            yield
+        finally:
+            self._local.attempts = before
+
     def execute(self, op: str, request: Any) -> Any:
         """Run a googleapiclient request on this thread's connection, with retries."""
         return self.call(op, lambda: request.execute(http=self.http()))
@@ -307,8 +323,9 @@ class Transport:
                 return
         else:
             raise err
-        if attempt + 1 >= self.max_attempts:
-            raise RemoteError(f"{op}: giving up after {attempt + 1} attempts ({why})") from err
+        if attempt + 1 >= (getattr(self._local, "attempts", None) or self.max_attempts):
+            raise RemoteUnavailable(f"{op}: giving up after {attempt + 1} attempts ({why}); "
+                                    "this may pass") from err
         delay = min(BACKOFF_CAP_S, self.backoff_base_s * 2**attempt) * (0.5 + self._rng.random() / 2)
         log.warning("%s: %s; retrying in %.1f s", op, why, delay)
         if self.closing.wait(delay):
