@@ -317,7 +317,10 @@ class _SyncdHooks(_PreemptionHooks):
         if self.sync is not None and self.sync.output_dir != Path(args.output_dir).resolve():
             raise SyncdError(f"{self.config_path} has output_dir {self.sync.output_dir}, but the Trainer saves to "
                              f"{Path(args.output_dir).resolve()}: syncd would never see its checkpoints")
-        if self.sync is not None and self.start_daemon and args.should_save:
+        # One daemon per disk: the saving process's, and with several nodes (parts.py)
+        # every node's first process's, since each node mirrors its own part.
+        if self.sync is not None and self.start_daemon and (args.should_save or self.sync.nodes > 1 and getattr(
+                args, "local_process_index", None) == 0):
             self._start_daemon()
         super().on_train_begin(args, state, control, **kwargs)
 

@@ -4,7 +4,9 @@ and two in-process daemons, one per node, on one folder remote."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +17,7 @@ from syncd.checkpoints import MARKER, write_checkpoint_marker
 from syncd.config import build_config
 from syncd.errors import ConfigError, NothingToRestore
 from syncd.hf import _marks
+from syncd.locking import running_pid
 from syncd.manifest import ManifestFile
 from syncd.parts import complete_sets, merged_sources, node_layout, part_run, restore_set
 from syncd.policy import RemoteView, prune_beyond_sets, remote_deletions
@@ -207,3 +210,25 @@ def test_an_incomplete_set_is_never_restored(tmp_path):
     with pytest.raises(NothingToRestore, match="checkpoint-4 is not committed for node.s. 1 of 2"):
         restore_set(LocalRemote(tmp_path / "remote"), "run", 2, 0, tmp_path / "fresh0")
     assert not (tmp_path / "fresh0" / "checkpoint-4").exists()
+
+
+@pytest.mark.parametrize("local_rank, starts", [(0, True), (1, False)])
+def test_the_callback_starts_a_daemon_on_each_nodes_first_process(tmp_path, local_rank, starts):
+    from syncd.hf import SyncdCallback
+
+    out = tmp_path / "out1"
+    cfg = tmp_path / "node1.json"
+    cfg.write_text(json.dumps({**BASE, "output_dir": str(out), "gdrive_backup_dir": str(tmp_path / "remote"),
+                               "syncd_node_rank": 1}))
+    cb = SyncdCallback(cfg, preemption=False)
+    args = SimpleNamespace(output_dir=str(out), should_save=False, local_process_index=local_rank)
+    cb.on_train_begin(args, SimpleNamespace(), SimpleNamespace())
+    pid = running_pid(out / ".syncd")
+    try:
+        assert (pid is not None) is starts
+        if starts:
+            assert json.loads((out / ".syncd" / "status.json").read_text())["run"] == "run.node-1"
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: running_pid(out / ".syncd") is None, 60, what="syncd to stop")
