@@ -154,7 +154,7 @@ def settle(daemon, run_dir: Path, want: list[str]) -> None:
     def done() -> bool:
         one_pass(daemon)
         return committed(run_dir) == want
-    wait_for(done, 30, 0.1, f"{run_dir.name} to hold {want} (has {committed(run_dir)})")
+    wait_for(done, 30, 0.1, f"{run_dir.name} to hold exactly {want}")
 
 
 def test_two_nodes_commit_prune_and_restore_whole_sets_only(tmp_path):
@@ -232,3 +232,27 @@ def test_the_callback_starts_a_daemon_on_each_nodes_first_process(tmp_path, loca
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
             wait_for(lambda: running_pid(out / ".syncd") is None, 60, what="syncd to stop")
+
+
+def test_every_node_keeps_its_part_of_the_best_that_node_0_names(tmp_path):
+    """Node 1's disk has no trainer_state.json: the best comes from node 0's committed part."""
+    remote = tmp_path / "remote"
+    cfgs = [build_config({**BASE, "backup_keep_last": 1, "output_dir": f"out{r}", "syncd_node_rank": r},
+                         base_dir=tmp_path) for r in (0, 1)]
+    for r in (0, 1):
+        save(cfgs[r].output_dir, r, 10)
+    with running(cfgs[0], tmp_path) as d0, running(cfgs[1], tmp_path) as d1:
+        settle(d0, remote / "run", ["checkpoint-10"])
+        settle(d1, remote / "run.node-1", ["checkpoint-10"])
+        for step in (20, 30):
+            for r in (0, 1):
+                save(cfgs[r].output_dir, r, step)
+            (cfgs[0].output_dir / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(
+                {"global_step": step, "best_model_checkpoint": str(cfgs[0].output_dir / "checkpoint-10")}))
+            write_checkpoint_marker(cfgs[0].output_dir / f"checkpoint-{step}", step)
+        settle(d0, remote / "run", ["checkpoint-10", "checkpoint-30"])
+        settle(d1, remote / "run.node-1", ["checkpoint-10", "checkpoint-30"])
+        one_pass(d1)
+        assert d1.status.best_step == 10 and committed(remote / "run.node-1") == ["checkpoint-10", "checkpoint-30"]
+    assert restore_set(LocalRemote(remote), "run", 2, 1, tmp_path / "fresh", best=True) == \
+        tmp_path / "fresh" / "checkpoint-10"
