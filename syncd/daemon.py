@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import completeness, freshness, parts, policy, reconcile, retire, verify
+from . import completeness, freshness, parts, policy, reconcile, retire, space, verify
 from .checkpoints import (
     FINAL_NAME,
     LocalCheckpoint,
@@ -50,7 +50,7 @@ from .checkpoints import (
 from .config import SyncConfig
 from .deleter import RemoteDeleter, permitted
 from .errors import ConfigError, RemoteError, RemoteUnavailable, SyncdError
-from .faults import crash_point, fault_point
+from .faults import fault_point
 from .locking import DaemonLock
 from .manifest import Manifest
 from .overlap import check_overlap
@@ -66,8 +66,8 @@ from .remote_state import (
 from .remotes import Remote, open_remote
 from .remotes.base import join
 from .run_claim import RunClaim
-from .stage import stage, staged_names
-from .status import Board, Status
+from .stage import Stager, staged_names
+from .status import Board, Lag, Status
 from .upload import Uploader, UploadJob
 from .upload_worker import Hooks, UploadWorker
 from .watch import ClockWatch, Watcher
@@ -99,10 +99,9 @@ class Daemon:
         self._stopping = threading.Event()
         self._poke_due: float | None = None  # monotonic time of the soonest pending pass
         self._settler = completeness.Settler(cfg.settle_seconds)
-        self._complete_since: dict[str, float] = {}
+        self._lag = Lag()
         self._announced: set[str] = set()
-        self._announced_links: set[str] = set()
-        self._blocked: dict[str, tuple] = {}  # name -> files when a local read failed
+        self._stager = Stager(self.staging, self.board.error, self.board.clear)
         self._damaged: dict[str, str] = {}  # committed folder -> what is wrong with it
         self._remote_best: dict[str, int | None] = {}  # committed folder -> the best step it names
         self._space_checked = False
@@ -226,14 +225,14 @@ class Daemon:
             return
         log.info("syncd stopping")
         self._stopping.set()
+        if self.worker is not None:  # first: the grace is counted from the stop request
+            self.worker.stop(self.cfg.stop_grace_seconds, timeout)
         try:
             self.scheduler.shutdown(wait=True)
         except Exception:  # noqa: BLE001 - not started
             pass
         if self.http is not None:
             self.http.stop()
-        if self.worker is not None:
-            self.worker.stop(self.cfg.stop_grace_seconds, timeout)
         self.watcher.stop(timeout)
         self.status.state = "stopped"
         self.status.current = None
@@ -324,7 +323,9 @@ class Daemon:
         if plan is not None:
             self._queue_uploads(world, plan)
             self._delete_remote(plan)
-            self._update_lag(world, plan.committed if world.owned else None)
+            if world.owned:
+                self._lag.update(self.status, [c for c in world.local if c.complete], plan.committed,
+                                 time.time(), world.mono)
         staged_now = set(staged_names(self.staging))
         for step in reconcile.plan_local(world, plan, staged_now, has_remote=self.remote is not None,
                                          save_total_limit=self.cfg.save_total_limit,
@@ -348,7 +349,7 @@ class Daemon:
             staged={n: self.staging / n for n in staged_names(self.staging) if step_of(n) is not None},
             changed_at={c.name: self._settler.changed_at(c, mono) for c in local if not c.complete},
             pins=reconcile.restored_pins(self.state_dir, local), best=reconcile.best_step(local),
-            blocked=dict(self._blocked))
+            blocked=dict(self._stager.blocked))
         busy = self.worker.busy() if self.worker is not None else None
         world.busy = (busy.name, busy.version) if busy is not None else None
         if self.index is not None:
@@ -393,8 +394,15 @@ class Daemon:
             self.board.error(f"{target}: finishing its commit failed: {err}", base_name(target))
         world.snap = snap
         if self._check_copies_due:
+            # A damaged copy stops counting as a backup: the local copy, when it is still
+            # here, is uploaded as a new version, and the damaged one is then superseded.
             self._check_copies_due = False
-            self._check_copies(snap.copies())
+            found = verify.damaged_copies(self.remote, self.cfg.run_name, snap.copies(), self._damaged)
+            for name, message in found.items():
+                if self._damaged.get(name) != message:
+                    self.board.error(message + "; uploading the local copy again where there is one",
+                                     base_name(name))
+            self._damaged = found
         names = {e.name for e in snap.copies().values()}
         self._damaged = {n: p for n, p in self._damaged.items() if n in names}
         world.damaged = set(self._damaged)
@@ -406,7 +414,7 @@ class Daemon:
             log.info("%s: differs from its committed copy; uploading it again", name)
         world.stale = stale
         self.status.stale = sorted(stale)
-        world.best = self._best(world)
+        world.best = reconcile.best_for(world, self.remote, self.cfg.run_name, self._remote_best)
         if self.parts is not None:
             self._gather_parts(world)
         self.status.best_step = world.best
@@ -425,43 +433,6 @@ class Daemon:
         own = [e.step for e in world.copies().values() if e.step is not None]
         world.sets = parts.complete_sets([own] + [parts.committed_steps(s).keys() for s in others.values()])
 
-    def _best(self, world: reconcile.World) -> int | None:
-        """The best step, from the newest trainer_state.json here or, when newer, on the remote."""
-        local_newest = max((c.step for c in world.local if c.complete), default=None)
-        copies = [e for e in world.copies().values() if e.step is not None]
-        newest = max(copies, key=lambda e: e.step, default=None)
-        if newest is None or local_newest is not None and local_newest >= newest.step:
-            return world.best
-        if newest.name not in self._remote_best:
-            try:
-                self._remote_best = {newest.name: reconcile.remote_best(self.remote, self.cfg.run_name, newest)}
-            except RemoteError as e:
-                log.warning("%s: cannot read its trainer_state.json for the best step: %s", newest.name, e)
-                return world.best
-        return self._remote_best[newest.name]
-
-    def _check_copies(self, copies: dict[str, Entry]) -> None:
-        """Each committed copy's listing against its manifest (verify.py).
-
-        A damaged copy stops counting as a backup: the local copy, when it is still
-        here, is uploaded as a new version, and the damaged one is then superseded.
-        """
-        for e in copies.values():
-            assert e.manifest is not None
-            try:
-                problems = verify.folder_problems(self.remote, join(self.cfg.run_name, e.name), e.manifest,
-                                                  read_back=False)
-            except RemoteError as err:
-                log.warning("%s: could not check its files: %s", e.name, err)
-                continue
-            if problems:
-                message = f"{e.name}: damaged on the remote ({'; '.join(problems[:3])})"
-                if self._damaged.get(e.name) != message:
-                    self.board.error(message + "; uploading the local copy again where there is one", e.base)
-                self._damaged[e.name] = message
-            else:
-                self._damaged.pop(e.name, None)
-
     # -- execute -----------------------------------------------------------------
     def _queue_uploads(self, world: reconcile.World, plan: reconcile.RemotePlan) -> None:
         """Stage what the plan wants uploaded and hand it to the uploader, newest first."""
@@ -469,47 +440,13 @@ class Daemon:
             return
         if plan.uploads and not self._space_checked:
             self._space_checked = True
-            self._check_space(world)
+            self.status.space = space.check(self.remote, world, self.cfg.backup_keep_last)
         jobs = []
         for up in plan.uploads:
-            path = world.staged.get(up.name) if up.local is None else self._stage(up.local)
+            path = world.staged.get(up.name) if up.local is None else self._stager(up.local)
             if path is not None:
                 jobs.append(UploadJob(up.name, step_of(up.name), path, up.version))
         self.worker.set_queue(jobs)
-
-    def _check_space(self, world: reconcile.World) -> None:
-        """Before the first upload: can the remote hold what it is asked to keep?
-
-        That is the newest ``backup_keep_last``, the best when it is older, and one
-        copy in flight, each the size of the newest checkpoint. Our committed copies
-        already count as used, so they are added back to what is free.
-        """
-        if not self.remote.capabilities.quota:
-            return
-        complete = [c for c in world.local if c.complete]
-        if not complete:
-            return
-        try:
-            quota = self.remote.quota()
-        except RemoteError as e:
-            log.warning("cannot read the remote's free space: %s", e)
-            return
-        if quota is None or quota.free_bytes is None:
-            return
-        size = complete[-1].size_bytes
-        newest = sorted({c.step for c in complete} | set(world.copies_steps()), reverse=True)
-        copies = 1 + self.cfg.backup_keep_last + (1 if world.best is not None and world.best not in
-                                                   newest[: self.cfg.backup_keep_last] else 0)
-        ours = sum(e.manifest.size_bytes for e in world.copies().values() if e.manifest is not None)
-        need, have = copies * size, quota.free_bytes + ours
-        self.status.space = {"need_bytes": need, "available_bytes": have, "copies": copies}
-        if have < need:
-            message = (f"the remote may run out of space: keeping {copies} copies of ~{size / 1e9:.2f} GB "
-                       f"(backup_keep_last={self.cfg.backup_keep_last}, the best, one in flight) needs "
-                       f"{need / 1e9:.2f} GB, and {have / 1e9:.2f} GB is free or ours; lower backup_keep_last "
-                       "or free space")
-            self.status.space["warning"] = message
-            log.warning("%s", message)
 
     def _delete_remote(self, plan: reconcile.RemotePlan) -> None:
         deleter = RemoteDeleter(self.remote, self.index)
@@ -518,31 +455,6 @@ class Daemon:
                 deleter.apply(d, self.claim.run_id)
             except RemoteError as err:
                 self.board.error(f"{d.name}: remote delete failed: {err}", base_name(d.name))
-
-    def _stage(self, ckpt: LocalCheckpoint):
-        """Stage one checkpoint; a failure is that checkpoint's error, never the pass's."""
-        if ckpt.links and ckpt.name not in self._announced_links:
-            self._announced_links.add(ckpt.name)
-            log.warning("%s: %d symlink(s) are not mirrored (syncd never follows links): %s", ckpt.name,
-                        len(ckpt.links), ", ".join(ckpt.links[:3]))
-        odd = [f.path for f in ckpt.files if "\\" in f.path]
-        if odd:
-            self.board.error(f"{ckpt.name}: cannot mirror a file name with a backslash ({odd[0]!r}): "
-                             "it is not portable; rename it", ckpt.name)
-            self._blocked[ckpt.name] = ckpt.files
-            return None
-        crash_point("before_stage")
-        try:
-            path = stage(ckpt, self.staging)
-        except OSError as e:
-            message = f"{ckpt.name}: cannot stage: {e}"
-            if self.status.errors.get(ckpt.name) != message:
-                self.board.error(message, ckpt.name)
-            self._blocked[ckpt.name] = ckpt.files
-            return None
-        if path is not None:
-            self.board.clear(ckpt.name, prefix=f"{ckpt.name}: cannot stage")
-        return path
 
     def _forget_upload(self, name: str) -> None:
         if self.worker is not None:
@@ -555,40 +467,24 @@ class Daemon:
         if due:
             self.poke(delay=max(0.05, min(due) - time.monotonic() + 0.05))
 
-    def _update_lag(self, world: reconcile.World, committed: list[int] | None) -> None:
-        if committed is None:
-            return
-        complete = [c for c in world.local if c.complete]
-        newest = complete[-1] if complete else None
-        # When each checkpoint became complete, on the monotonic clock. First sight
-        # trusts the mtime once (after a restart the age is real); after that a wall
-        # clock jump cannot make the lag leap or vanish.
-        now, mono = time.time(), world.mono
-        for c in complete:
-            self._complete_since.setdefault(c.name, mono - max(0.0, now - c.newest_mtime))
-        for name in set(self._complete_since) - {c.name for c in complete}:
-            del self._complete_since[name]
-        s = self.status
-        s.newest_local_step = newest.step if newest else None
-        s.newest_committed_step = committed[-1] if committed else None
-        if newest is None:
-            s.lag_steps, s.lag_seconds = 0, 0.0
-        else:
-            s.lag_steps = max(0, newest.step - (s.newest_committed_step or 0))
-            s.lag_seconds = 0.0 if newest.step in committed else round(mono - self._complete_since[newest.name], 3)
-
     # -- what the uploader reports -----------------------------------------------
     def _committed(self, job: UploadJob, manifest: Manifest) -> None:
+        s = self.status
+        if job.step is not None and (s.newest_committed_step is None or job.step > s.newest_committed_step):
+            s.newest_committed_step = job.step  # shown now, not only after the next pass
+            if s.newest_local_step is not None and job.step >= s.newest_local_step:
+                s.lag_steps, s.lag_seconds = 0, 0.0
         self.status.errors.pop(job.name, None)
-        self._blocked.pop(job.name, None)
+        self._stager.blocked.pop(job.name, None)
         freshness.record(self.state_dir, job.name, job.staged, manifest, job.target)
         self.status.last_error = None
+        self.board.write(force=True)
 
     def _block_unreadable(self, name: str) -> None:
         """A checkpoint whose local read failed waits until its files change."""
         path = self.out if name == FINAL_NAME else self.out / name
         found = inspect_final(self.out) if name == FINAL_NAME else inspect_checkpoint(path)
-        self._blocked[name] = found.files if found is not None else ()
+        self._stager.blocked[name] = found.files if found is not None else ()
 
     # -- the disk --------------------------------------------------------------
     def _disk_check(self) -> None:
@@ -598,14 +494,13 @@ class Daemon:
             self.board.worker_failed("disk", e)
 
     def _relieve_disk(self) -> None:
-        """Below ``syncd_min_free_gb``, retire all but the newest complete and newest committed."""
+        """Below ``syncd_min_free_gb``, retire local copies harder (retire.py)."""
         fault_point("disk")
         du = retire.disk_free(self.out)
         if du is None:
             return
         self.status.disk_free_bytes, self.status.disk_total_bytes = du.free, du.total
-        limit = self.cfg.min_free_gb * 1e9
-        if limit <= 0 or du.free >= limit:
+        if not retire.short_of_space(du, self.cfg.min_free_gb):
             return
         with self._pass_lock:
             mono = time.monotonic()
@@ -614,13 +509,9 @@ class Daemon:
                      for c in local]
             committed = [step_of(n) for n in self.status.committed if step_of(n) is not None]
             best = self.status.best_step if self.status.best_step is not None else reconcile.best_step(local)
-            doomed = policy.disk_pressure_retire(views, committed, best=best)
-            log.warning("low disk: %.2f GB free on %s, below syncd_min_free_gb=%g; retiring %s",
-                        du.free / 1e9, self.out, self.cfg.min_free_gb,
-                        ", ".join(f"checkpoint-{s}" for s in doomed) or "nothing (already at the minimum)")
-            for c in local:
-                if c.step in doomed:
-                    retire.retire(c, self.trash, self.board.error)
+            retire.relieve_disk(local, views, committed, best, self.trash, self.board.error,
+                                f"low disk: {du.free / 1e9:.2f} GB free on {self.out}, below "
+                                f"syncd_min_free_gb={self.cfg.min_free_gb:g}")
 
 
 def _note(e: Entry) -> str:

@@ -16,6 +16,7 @@ Nothing here writes anything: the functions only read state and ask policy.py.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from . import freshness, policy
 from .checkpoints import FINAL_NAME, TRAINER_STATE, LocalCheckpoint, step_of
 from .fsutil import read_json
 from .remote_state import OURS, PARTIAL, UNREADABLE, Entry, Snapshot, folder_name
+
+log = logging.getLogger("syncd")
 
 
 @dataclass
@@ -58,9 +61,6 @@ class World:
         """Our committed, undamaged copy of each name."""
         assert self.snap is not None
         return {b: e for b, e in self.snap.copies().items() if e.name not in self.damaged}
-
-    def copies_steps(self) -> list[int]:
-        return [e.step for e in self.copies().values() if e.step is not None] if self.snap is not None else []
 
     def holding(self) -> dict[str, Entry]:
         """Where each name's bytes are held: its copy, or a newer commit whose rename is still to come.
@@ -230,3 +230,24 @@ def plan_local(world: World, plan: RemotePlan | None, staged_now: set[str], *, h
     protect |= {s for s in (steps or []) if f"checkpoint-{s}" not in staged_now}
     return policy.local_retire(world.views(), save_total_limit, best_step=world.best,
                                now=world.mono, stale_seconds=stale_seconds, protect=protect)
+
+
+def best_for(world: World, remote, run: str, cache: dict[str, int | None]) -> int | None:
+    """The best step, from the newest trainer_state.json here or, when a newer copy is only
+    on the remote (a fresh VM), from that copy's. ``cache``: committed folder -> its best."""
+    local_newest = max((c.step for c in world.local if c.complete), default=None)
+    copies = [e for e in world.copies().values() if e.step is not None]
+    newest = max(copies, key=lambda e: e.step, default=None)
+    if newest is None or local_newest is not None and local_newest >= newest.step:
+        return world.best
+    if newest.name not in cache:
+        from .errors import RemoteError
+
+        try:
+            found = remote_best(remote, run, newest)
+        except RemoteError as e:
+            log.warning("%s: cannot read its trainer_state.json for the best step: %s", newest.name, e)
+            return world.best
+        cache.clear()
+        cache[newest.name] = found
+    return cache[newest.name]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from . import policy
 from .checkpoints import LocalCheckpoint
 from .faults import crash_point
 from .stage import staged_names, unstage
@@ -67,3 +68,19 @@ def disk_free(output_dir: Path) -> shutil._ntuple_diskusage | None:
         return shutil.disk_usage(output_dir if output_dir.exists() else output_dir.parent)
     except OSError:
         return None
+
+
+def short_of_space(du, min_free_gb: float) -> bool:
+    return du is not None and min_free_gb > 0 and du.free < min_free_gb * 1e9
+
+
+def relieve_disk(local: list[LocalCheckpoint], views: list, committed: list[int], best: int | None,
+                 trash: Path, error: Callable[[str, str], None], why: str) -> None:
+    """Retire what ``policy.disk_pressure_retire`` allows: all but the newest complete, the
+    newest committed, and the best while it is the only copy."""
+    doomed = policy.disk_pressure_retire(views, committed, best=best)
+    log.warning("%s; retiring %s", why, ", ".join(f"checkpoint-{s}" for s in doomed)
+                or "nothing (already at the minimum)")
+    for c in local:
+        if c.step in doomed:
+            retire(c, trash, error)

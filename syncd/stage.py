@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .checkpoints import LocalCheckpoint, LocalFile, walk_files
@@ -67,6 +68,48 @@ def stage(ckpt: LocalCheckpoint, staging_root: Path) -> Path | None:
     how = f"{copied} copied, {len(ckpt.files) - copied} hard-linked" if copied else "hard links"
     log.info("%s: staged (%d files, %s)", ckpt.name, len(ckpt.files), how)
     return dest
+
+
+class Stager:
+    """The staging step of a pass: a failure is that checkpoint's error, never the pass's.
+
+    ``fail(message, name)`` records the error; the checkpoint is then blocked (skipped
+    by the plan) until its files change.
+    """
+
+    def __init__(self, staging_root: Path, fail: Callable[[str, str], None],
+                 clear: Callable[[str, str], None]) -> None:
+        self.root, self.fail, self.clear = staging_root, fail, clear
+        self.blocked: dict[str, tuple] = {}  # name -> its files when it failed
+        self._warned_links: set[str] = set()
+        self._last: dict[str, str] = {}
+
+    def __call__(self, ckpt: LocalCheckpoint) -> Path | None:
+        if ckpt.links and ckpt.name not in self._warned_links:
+            self._warned_links.add(ckpt.name)
+            log.warning("%s: %d symlink(s) are not mirrored (syncd never follows links): %s", ckpt.name,
+                        len(ckpt.links), ", ".join(ckpt.links[:3]))
+        odd = [f.path for f in ckpt.files if "\\" in f.path]
+        if odd:
+            self._failed(ckpt, f"{ckpt.name}: cannot mirror a file name with a backslash ({odd[0]!r}): "
+                               "it is not portable; rename it")
+            return None
+        crash_point("before_stage")
+        try:
+            path = stage(ckpt, self.root)
+        except OSError as e:
+            self._failed(ckpt, f"{ckpt.name}: cannot stage: {e}")
+            return None
+        if path is not None:
+            self.clear(ckpt.name, f"{ckpt.name}: cannot stage")
+            self._last.pop(ckpt.name, None)
+        return path
+
+    def _failed(self, ckpt: LocalCheckpoint, message: str) -> None:
+        if self._last.get(ckpt.name) != message:  # said once, not at every pass
+            self._last[ckpt.name] = message
+            self.fail(message, ckpt.name)
+        self.blocked[ckpt.name] = ckpt.files
 
 
 def unstage(staging_root: Path, name: str) -> None:

@@ -119,3 +119,30 @@ class Board:
             atomic_write_json(self.state_dir / "status.json", self.snapshot(), durable=False)
         except OSError as e:
             log.warning("cannot write status: %s", e)
+
+
+class Lag:
+    """How far the newest committed checkpoint trails the newest complete local one.
+
+    When each checkpoint became complete is kept on the monotonic clock. First sight
+    trusts the mtime once (after a restart the age is real); after that a wall clock
+    jump cannot make the lag leap or vanish.
+    """
+
+    def __init__(self) -> None:
+        self._complete_since: dict[str, float] = {}
+
+    def update(self, status: Status, complete: list, committed: list[int], now: float, mono: float) -> None:
+        newest = complete[-1] if complete else None
+        for c in complete:
+            self._complete_since.setdefault(c.name, mono - max(0.0, now - c.newest_mtime))
+        for name in set(self._complete_since) - {c.name for c in complete}:
+            del self._complete_since[name]
+        status.newest_local_step = newest.step if newest else None
+        status.newest_committed_step = committed[-1] if committed else None
+        if newest is None:
+            status.lag_steps, status.lag_seconds = 0, 0.0
+        else:
+            status.lag_steps = max(0, newest.step - (status.newest_committed_step or 0))
+            status.lag_seconds = (0.0 if newest.step in committed
+                                  else round(mono - self._complete_since[newest.name], 3))
