@@ -69,6 +69,7 @@ class Daemon:
         self.cfg = work / "cfg.json"
         self.out = work / "out"
         self.remote = work / "remote"
+        work.mkdir(parents=True, exist_ok=True)
         self.cfg.write_text(json.dumps({
             "output_dir": str(self.out), "gdrive_backup_dir": str(self.remote), "run_name": "run",
             "backup_keep_last": 3, "save_total_limit": None, "syncd_min_free_gb": 0,

@@ -1,8 +1,13 @@
-"""Checksums of the bytes syncd moves: md5 (what remotes report) and sha256 (ours).
+"""Checksums of the bytes syncd moves: sha256 (ours, always) and md5 (what servers compute).
 
 Every upload, read-back, restore and freshness check hashes through here, so the
 chunk size and the md5-on-a-side-thread trick live in one place. Nothing here knows
-about remotes: a ``Digest`` is just the size and two hex digests of one byte stream.
+about remotes: a ``Digest`` is the size and hex digests of one byte stream.
+
+md5 is computed only where something can compare it: an upload to a remote whose
+server computes md5 of what it stores (Drive, single-part S3), so a listing verifies
+without a read-back. Elsewhere it would cost the slowest hash (md5 runs at half
+sha256's speed here) for a value nobody checks: the sha256 decides.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ Progress = Callable[[int], None]  # called with the number of new bytes moved
 @dataclass(frozen=True)
 class Digest:
     size: int
-    md5: str
+    md5: str | None  # None where it was not computed (no server to compare it with)
     sha256: str
 
 
@@ -36,15 +41,16 @@ class Hasher:
     buffer until the next ``update`` returns.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, md5: bool = True) -> None:
         self.size = 0
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self._sha = hashlib.sha256()
         self._side: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
 
     def __enter__(self) -> Hasher:
-        self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-md5")
+        if self._md5 is not None:
+            self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-md5")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -60,7 +66,9 @@ class Hasher:
 
     def update(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
-        if self._side is None:
+        if self._md5 is None:
+            pass
+        elif self._side is None:
             self._md5.update(chunk)
         else:
             self._drain()  # the previous chunk's md5 is done before this one starts
@@ -69,7 +77,7 @@ class Hasher:
 
     def digest(self) -> Digest:
         self._drain()
-        return Digest(self.size, self._md5.hexdigest(), self._sha.hexdigest())
+        return Digest(self.size, self._md5.hexdigest() if self._md5 is not None else None, self._sha.hexdigest())
 
 
 def sha256_stream(fh: BinaryIO) -> tuple[int, str]:

@@ -34,7 +34,7 @@ _HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha256": re.compile(r"^[0-9a-f]{6
 class ManifestFile:
     path: str
     size: int
-    md5: str
+    md5: str | None  # only where the remote's server computes md5 (hashing.py); written as absent
     sha256: str
 
 
@@ -60,7 +60,8 @@ class Manifest:
             "created": self.created,
             **({"run_id": self.run_id} if self.run_id else {}),
             "files": [
-                {"path": f.path, "size": f.size, "md5": f.md5, "sha256": f.sha256} for f in self.files
+                {"path": f.path, "size": f.size, **({"md5": f.md5} if f.md5 else {}), "sha256": f.sha256}
+                for f in self.files
             ],
         }
         if key:
@@ -139,6 +140,9 @@ def parse_manifest(data: bytes, *, where: str = "manifest", key: str | None = No
         hashes = {}
         for algo, pattern in _HEX.items():
             value = entry.get(algo)
+            if algo == "md5" and "md5" not in entry:
+                hashes[algo] = None  # not computed: the remote has no server md5 to compare it with
+                continue
             if not isinstance(value, str) or not pattern.match(value):
                 raise IntegrityError(f"{where} has an invalid {algo} for {path!r}")
             hashes[algo] = value

@@ -12,19 +12,24 @@ sha256 compared.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Protocol
 
+from .errors import RemoteError
 from .hashing import sha256_stream
 from .manifest import Manifest, ManifestFile
+from .remote_state import Entry
 from .remotes.base import Remote, RemoteFile, join
+
+log = logging.getLogger("syncd")
 
 
 class Expected(Protocol):
     """What a file should be: a Digest of what was sent, or a manifest's entry."""
 
     size: int
-    md5: str
+    md5: str | None
     sha256: str
 
 
@@ -41,7 +46,7 @@ def file_problem(remote: Remote, path: str, want: Expected, stat: RemoteFile | N
     if st.size != want.size:
         return f"remote size {st.size} != expected {want.size}"
     md5 = server_md5(remote, st)
-    if md5 is not None:
+    if md5 is not None and want.md5 is not None:
         return None if md5 == want.md5 else f"remote md5 {md5} != expected {want.md5}"
     with remote.open_read(path) as fh:
         size, sha = sha256_stream(fh)
@@ -64,7 +69,7 @@ def listing_problems(remote: Remote, manifest: Manifest,
             problems.append(f"{mf.path} is missing")
         elif rf.size != mf.size:
             problems.append(f"{mf.path} has {rf.size} bytes, manifest says {mf.size}")
-        elif server_md5(remote, rf) is None:
+        elif server_md5(remote, rf) is None or mf.md5 is None:
             unchecked.append(mf)
         elif server_md5(remote, rf) != mf.md5:
             problems.append(f"{mf.path} md5 differs")
@@ -79,5 +84,27 @@ def folder_problems(remote: Remote, folder: str, manifest: Manifest, *, read_bac
         for mf in unchecked:
             problem = file_problem(remote, join(folder, mf.path), mf, stored[mf.path])
             if problem is not None:
-                problems.append(f"{mf.path}: {problem}")
+                problems.append(f"{mf.path} checksum differs ({problem})")
     return problems
+
+
+def damaged_copies(remote: Remote, run: str, copies: Mapping[str, Entry],
+                   before: Mapping[str, str]) -> dict[str, str]:
+    """Committed copies whose listing no longer matches their manifest -> what is wrong.
+
+    A listing that fails proves nothing: that copy keeps its earlier verdict. Only the
+    listing is read (sizes and server md5s); reading every byte back is ``syncd verify``'s.
+    """
+    out = {}
+    for e in copies.values():
+        assert e.manifest is not None
+        try:
+            problems = folder_problems(remote, join(run, e.name), e.manifest, read_back=False)
+        except RemoteError as err:
+            log.warning("%s: could not check its files: %s", e.name, err)
+            if e.name in before:
+                out[e.name] = before[e.name]
+            continue
+        if problems:
+            out[e.name] = f"{e.name}: damaged on the remote ({'; '.join(problems[:3])})"
+    return out

@@ -13,7 +13,8 @@ one to them):
 - ``stat(path)``          a ``RemoteFile`` (path relative to the root) or ``None``.
 - ``put_file(src, dest, progress)``  stream a local file to ``dest`` (overwriting),
                           creating parent folders; returns the ``Digest`` of the
-                          bytes *sent*, computed while sending. Raises ``RemoteError``.
+                          bytes *sent*, computed while sending (its md5 only with
+                          ``server_md5``: hashing.py). Raises ``RemoteError``.
 - ``write_bytes(dest, data)``  small files (manifests); replaces ``dest`` whole.
 - ``open_read(path)``     a binary file object streaming the stored bytes.
 - ``delete(prefix)``      remove a file or a whole folder; idempotent (missing is fine).

@@ -250,7 +250,7 @@ class FsspecRemote(Remote):
         full = self._p(dest)
         fout = None
         try:
-            with Hasher() as h, open(src, "rb", buffering=0) as fin:
+            with Hasher(md5=self.capabilities.server_md5) as h, open(src, "rb", buffering=0) as fin:
                 fout = self.fs.open(full, "wb", block_size=CHUNK_BYTES * 2)
                 while chunk := fin.read(CHUNK_BYTES):
                     h.update(chunk)

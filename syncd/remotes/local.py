@@ -150,7 +150,9 @@ class LocalRemote(Remote):
         self._root_ready(create=True)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with Hasher() as h, open(src, "rb", buffering=0) as fin, open(target, "wb", buffering=0) as fout:
+            # No server md5 here (verify.py reads back): sha256 alone, the faster hash.
+            with Hasher(md5=False) as h, open(src, "rb", buffering=0) as fin, \
+                    open(target, "wb", buffering=0) as fout:
                 # Fresh bytes per chunk: the md5 side thread may still read the last one.
                 while chunk := fin.read(CHUNK_BYTES):
                     h.update(chunk)
