@@ -117,8 +117,9 @@ def wait_committed(cfg: SyncConfig, timeout_seconds: float, include_final: bool 
             if mark != seen or now >= next_read:
                 seen, next_read = mark, now + poll_seconds
                 try:
-                    elsewhere = parts.committed_names_elsewhere(remote, cfg.run, cfg.nodes, cfg.node_rank,
-                                                                cfg.manifest_key) if cfg.nodes > 1 else None
+                    elsewhere = parts.committed_names_elsewhere(
+                        remote, cfg.run, cfg.nodes, cfg.node_rank, cfg.manifest_key,
+                        read_local_record(cfg.state_dir)) if cfg.nodes > 1 else None
                     left = pending(cfg, index.scan(), include_final, local_verdicts(cfg), elsewhere)
                 except RemoteError as e:
                     log.warning("waiting: remote not readable yet (%s)", e)

@@ -181,7 +181,8 @@ class Daemon:
         if self.cfg.nodes > 1:
             self.parts = parts.Parts(self.remote, self.cfg.run, self.cfg.nodes, self.cfg.manifest_key)
         self.claim = RunClaim(self.remote, self.index, run=self.cfg.run_name, remote_url=self.cfg.remote_url,
-                              state_dir=self.state_dir, output_dir=self.out, board=self.board)
+                              state_dir=self.state_dir, output_dir=self.out, board=self.board,
+                              first_part=self.cfg.run if self.cfg.node_rank else None)
         # Seconds, not minutes of backoff: a remote that answers with errors that may pass
         # (RemoteUnavailable) does not hold up the start; the passes retry it and status
         # shows why. Anything else (credentials, a missing bucket or folder, no such host)
@@ -422,7 +423,7 @@ class Daemon:
     def _gather_parts(self, world: reconcile.World) -> None:
         """Several nodes (parts.py): the steps every node's part holds, and node 0's best."""
         try:
-            others = self.parts.others(self.cfg.node_rank)
+            others = self.parts.others(self.cfg.node_rank, self.claim.run_id)
             if 0 in others:  # node 0's part holds trainer_state.json
                 found = self.parts.best(others[0])
                 world.best = found if found is not None else world.best

@@ -141,18 +141,22 @@ class Parts:
         self.indexes = [RemoteIndex(remote, part_run(run, k), key) for k in range(nodes)]
         self._best: tuple[str, int | None] | None = None  # (node 0's newest copy, the best it names)
 
-    def scan(self, ranks: Iterable[int]) -> dict[int, Snapshot]:
-        """Each listed part's snapshot; RemoteError when any read failed (nothing can be told then)."""
+    def scan(self, ranks: Iterable[int], run_id: str | None = None) -> dict[int, Snapshot]:
+        """Each listed part's snapshot; RemoteError when any read failed (nothing can be told then).
+
+        With ``run_id``, only that run's commits are a part's copies; else its own record's.
+        """
         out = {}
         for k in ranks:
+            self.indexes[k].run_id = run_id
             snap = self.indexes[k].scan()
             if snap.io_errors:
                 raise RemoteError(f"{part_run(self.run, k)}: " + "; ".join(snap.io_errors[:3]))
             out[k] = snap
         return out
 
-    def others(self, own_rank: int) -> dict[int, Snapshot]:
-        return self.scan(k for k in range(self.nodes) if k != own_rank)
+    def others(self, own_rank: int, run_id: str | None = None) -> dict[int, Snapshot]:
+        return self.scan((k for k in range(self.nodes) if k != own_rank), run_id)
 
     def best(self, snap0: Snapshot) -> int | None:
         """The best step named by node 0's newest committed trainer_state.json (RemoteError if unreadable)."""
@@ -165,9 +169,10 @@ class Parts:
         return self._best[1]
 
 
-def committed_names_elsewhere(remote: Remote, run: str, nodes: int, own_rank: int, key: str | None) -> set[str]:
-    """Checkpoint names every *other* part has committed (``wait``/``status``); RemoteError if unreadable."""
-    snaps = Parts(remote, run, nodes, key).others(own_rank)
+def committed_names_elsewhere(remote: Remote, run: str, nodes: int, own_rank: int, key: str | None,
+                              run_id: str | None = None) -> set[str]:
+    """Checkpoint names every *other* part has committed as run ``run_id`` (``wait``); RemoteError if unreadable."""
+    snaps = Parts(remote, run, nodes, key).others(own_rank, run_id)
     steps = complete_sets([committed_steps(s).keys() for s in snaps.values()]) if snaps else set()
     return {f"checkpoint-{s}" for s in steps}
 
@@ -194,6 +199,8 @@ def restore_set(remote: Remote, run: str, nodes: int, node_rank: int, dest_root:
             raise RemoteError(f"could not read the run record of {part_run(run, k)}: {snap.record_error}")
     copies = [committed_steps(snaps[k]) for k in range(nodes)]
     steps = sorted(complete_sets([c.keys() for c in copies]), reverse=True)
+    # Parts of one checkpoint carry one run id; step numbers alike from two runs are no set.
+    steps = [s for s in steps if len({c[s].manifest.run_id for c in copies}) == 1]
     if step is not None:
         steps = [s for s in steps if s == step]
     failures: list[str] = []
@@ -252,6 +259,9 @@ def _nothing_text(run: str, copies: list[dict[int, Entry]], step: int | None, ur
         return f"no committed {wanted} for run {run} on {url} (on any of its {len(copies)} nodes)"
     newest = max(known)
     missing = [k for k, c in enumerate(copies) if newest not in c]
+    if not missing:
+        return (f"no complete {wanted} for run {run} on {url}: the parts of checkpoint-{newest} carry different "
+                "run ids (parts of two runs that share a run_name), so they are no checkpoint")
     return (f"no complete {wanted} for run {run} on {url}: checkpoint-{newest} is not committed for node(s) "
             f"{', '.join(map(str, missing))} of {len(copies)}; a checkpoint missing a node's part is never restored")
 

@@ -23,8 +23,10 @@ log = logging.getLogger("syncd")
 
 class RunClaim:
     def __init__(self, remote: Remote, index: RemoteIndex, *, run: str, remote_url: str | None,
-                 state_dir: Path, output_dir: Path, board: Board) -> None:
+                 state_dir: Path, output_dir: Path, board: Board, first_part: str | None = None) -> None:
         self.remote, self.index, self.run = remote, index, run
+        # Node K > 0 of several (parts.py): node 0's run folder, whose run id every part carries.
+        self.first_part = first_part
         self.remote_url, self.state_dir, self.out = remote_url, state_dir, output_dir
         self.board = board
         self.run_id: str | None = None
@@ -123,6 +125,12 @@ class RunClaim:
             raise RemoteError(f"another run ({identity.short(current)}) took {self.run} on the remote "
                               "meanwhile; set another run_name")
         run_id = identity.new_run_id()
+        if self.first_part is not None:
+            # One run id for every node's part, so parts of two runs never make a set.
+            run_id = identity.read_remote_record(self.remote, self.first_part)
+            if run_id is None:
+                raise RemoteError(f"waiting for node 0 to make the run id in {self.first_part} "
+                                  "(its first upload does); this node's part follows")
         identity.write_local_record(self.state_dir, run_id, self.run, self.remote_url)
         self.writer = identity.local_writer(self.state_dir)
         identity.write_remote_record(self.remote, self.run, run_id, self.writer)

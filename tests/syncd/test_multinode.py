@@ -256,3 +256,35 @@ def test_every_node_keeps_its_part_of_the_best_that_node_0_names(tmp_path):
         assert d1.status.best_step == 10 and committed(remote / "run.node-1") == ["checkpoint-10", "checkpoint-30"]
     assert restore_set(LocalRemote(remote), "run", 2, 1, tmp_path / "fresh", best=True) == \
         tmp_path / "fresh" / "checkpoint-10"
+
+
+def test_node_1_takes_node_0s_run_id_and_parts_of_two_runs_are_no_set(tmp_path):
+    remote = tmp_path / "remote"
+    cfg0, cfg1 = node_cfg(tmp_path, 0), node_cfg(tmp_path, 1)
+    save(cfg0.output_dir, 0, 4)
+    save(cfg1.output_dir, 1, 4)
+    with running(cfg1, tmp_path) as d1:
+        one_pass(d1)
+        wait_for(lambda: "waiting for node 0 to make the run id" in (d1.status.last_error or ""), 30,
+                 what="node 1 to wait for node 0")
+        assert committed(remote / "run.node-1") == []
+        with running(cfg0, tmp_path) as d0:
+            settle(d0, remote / "run", ["checkpoint-4"])
+            settle(d1, remote / "run.node-1", ["checkpoint-4"])
+    ids = [identity.read_remote_record(LocalRemote(remote), r) for r in ("run", "run.node-1")]
+    assert ids[0] is not None and ids[0] == ids[1]
+
+    # Another run under the same names, its node 1 part made as a run of its own: step 4
+    # exists in both folders, but that is no checkpoint.
+    other = tmp_path / "remote2"
+    cfg0b = build_config({**BASE, "output_dir": "b0", "gdrive_backup_dir": str(other), "syncd_node_rank": 0},
+                         base_dir=tmp_path)
+    alone = build_config({**BASE, "output_dir": "b1", "gdrive_backup_dir": str(other), "run_name": "run.node-1",
+                          "syncd_nodes": 1}, base_dir=tmp_path)
+    save(cfg0b.output_dir, 0, 4)
+    save(alone.output_dir, 1, 4)
+    with running(cfg0b, tmp_path) as d0, running(alone, tmp_path) as d1:
+        settle(d0, other / "run", ["checkpoint-4"])
+        settle(d1, other / "run.node-1", ["checkpoint-4"])
+    with pytest.raises(NothingToRestore, match="different run ids"):
+        restore_set(LocalRemote(other), "run", 2, 1, tmp_path / "fresh")
