@@ -24,10 +24,12 @@ How it works (``syncd_nodes`` N, ``syncd_node_rank`` K in the config, or
 - **The one-writer rule holds per node rank.** Each part folder has its own run record
   and writer id: node K's daemon writes only ``<run>.node-K``, a fresh node K (after a
   restore) displaces the old node K and nobody else, and nodes never fight over one
-  record.
+  record. Every part carries one run id, node 0's: node K > 0 takes it from
+  ``<run>/syncd-run.json`` before its first upload (and waits for it), so parts of two
+  runs that happen to share a run_name and a step are never one checkpoint.
 - **A set is committed when every part is.** Step S counts as committed (for restore,
   remote retention and ``wait``) only when each of the N part folders holds a
-  committed copy of ``checkpoint-S``: ``complete_sets``.
+  committed copy of ``checkpoint-S``, all with the same run id: ``complete_sets``.
 - **Restore takes whole sets** (``restore_set``): the newest step whose N parts are all
   committed; every part's files are downloaded and verified into
   ``checkpoint-S.partial`` and renamed into place together, with one marker over the
