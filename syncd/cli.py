@@ -472,7 +472,11 @@ def _restore_config(args: argparse.Namespace) -> SyncConfig:
         if args.run:
             import dataclasses
 
-            cfg = dataclasses.replace(cfg, run_name=args.run)
+            from .parts import part_run
+
+            # With several nodes run_name is this node's part folder (parts.py).
+            cfg = dataclasses.replace(cfg, run_name=part_run(args.run, cfg.node_rank),
+                                      base_run=args.run if cfg.node_rank else None)
         return cfg
     url = args.config.rstrip("/") if "://" not in args.config else args.config
     if args.to is None:

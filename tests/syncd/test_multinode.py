@@ -23,7 +23,7 @@ from syncd.parts import complete_sets, merged_sources, node_layout, part_run, re
 from syncd.policy import RemoteView, prune_beyond_sets, remote_deletions
 from syncd.remote_state import COMMITTED, OURS, Entry
 from syncd.remotes.local import LocalRemote
-from tests.conftest import wait_for
+from tests.conftest import syncd, wait_for, write_config
 from tests.syncd.test_safety import committed, one_pass, running
 
 # -- tables --------------------------------------------------------------------------
@@ -288,3 +288,19 @@ def test_node_1_takes_node_0s_run_id_and_parts_of_two_runs_are_no_set(tmp_path):
         settle(d1, other / "run.node-1", ["checkpoint-4"])
     with pytest.raises(NothingToRestore, match="different run ids"):
         restore_set(LocalRemote(other), "run", 2, 1, tmp_path / "fresh")
+
+
+def test_syncd_restore_with_run_brings_that_runs_whole_set(tmp_path):
+    remote = tmp_path / "remote"
+    cfgs = [build_config({**BASE, "run_name": "other", "output_dir": f"out{r}", "syncd_node_rank": r},
+                         base_dir=tmp_path) for r in (0, 1)]
+    for r in (0, 1):
+        save(cfgs[r].output_dir, r, 6)
+    with running(cfgs[0], tmp_path) as d0, running(cfgs[1], tmp_path) as d1:
+        settle(d0, remote / "other", ["checkpoint-6"])
+        settle(d1, remote / "other.node-1", ["checkpoint-6"])
+    cfg = write_config(tmp_path / "node1.json", **{**BASE, "output_dir": "fresh", "syncd_node_rank": 1})
+    r = syncd("restore", str(cfg), "--run", "other", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "fresh" / "checkpoint-6").iterdir()) == [
+        MARKER, "model.safetensors", "rng_state_0.pth", "rng_state_1.pth", "trainer_state.json"]
