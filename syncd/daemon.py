@@ -228,6 +228,10 @@ class Daemon:
         self._stopping.set()
         if self.worker is not None:  # first: the grace is counted from the stop request
             self.worker.stop(self.cfg.stop_grace_seconds, timeout)
+        if self.remote is not None:
+            # Before waiting for a pass: closing ends the retry waits of a pass that reads
+            # a remote that is down, which would otherwise hold the stop for minutes.
+            self.remote.close()
         try:
             self.scheduler.shutdown(wait=True)
         except Exception:  # noqa: BLE001 - not started
@@ -238,8 +242,6 @@ class Daemon:
         self.status.state = "stopped"
         self.status.current = None
         self.board.write(force=True)
-        if self.remote is not None:
-            self.remote.close()
         self._lock.release()
         log.info("syncd stopped")
 
