@@ -134,7 +134,8 @@ def _setup_logging(level: int, log_file: str | None = None) -> None:
         logging.basicConfig(level=level, handlers=[handler])
     else:
         logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances" is by design: passes never overlap.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     for noisy in ("googleapiclient", "oauth2client", "botocore", "s3fs", "aiobotocore", "urllib3", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
