@@ -20,7 +20,10 @@ How it works (``syncd_nodes`` N, ``syncd_node_rank`` K in the config, or
 
 - **One daemon per node**, on that node's output folder, mirrors only its own part.
   It is an ordinary daemon whose run folder is its part's (``run_name`` becomes
-  ``<run>.node-K``), so uploads, claims, manifests and commits are unchanged.
+  ``<run>.node-K``), so uploads, claims, manifests and commits are unchanged. Part
+  folders are siblings, not sub-folders of ``<run>``: what a daemon does to its own run
+  folder as a whole (at start, aborting S3 multipart uploads its killed predecessor
+  left under ``<run>/``) never reaches another node's part.
 - **The one-writer rule holds per node rank.** Each part folder has its own run record
   and writer id: node K's daemon writes only ``<run>.node-K``, a fresh node K (after a
   restore) displaces the old node K and nobody else, and nodes never fight over one
