@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
-from syncd.checkpoints import MARKER, write_checkpoint_marker
+from syncd.hf import drop_stale_marker, mark_saved_checkpoint
 
 from .args import DiffusionArguments
 from .data import SpanMasking
@@ -44,11 +44,6 @@ GUIDANCE_CONDITION_DROPOUT = 0.1  # the original: a tenth of the batches train w
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
-
-
-def _barrier() -> None:
-    if _distributed():
-        dist.barrier()
 
 
 def tess_loss(model, inputs, alpha_bars: torch.Tensor, diffusion: DiffusionArguments, vocab_size: int,
@@ -122,9 +117,7 @@ class TessTrainer(OriginalResumeMixin, Trainer):
         self._save_started = time.perf_counter()  # CompletionMarkerCallback reports the whole save
         # Re-saving over an older run's checkpoint-N (resumed from an earlier step): its marker
         # must not vouch for files that are being rewritten.
-        stale = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}" / MARKER
-        if self.is_world_process_zero():
-            stale.unlink(missing_ok=True)
+        drop_stale_marker(self.args, self.state)
         super()._save_checkpoint(model, trial)
 
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, *args, **kwargs):
@@ -252,21 +245,21 @@ class TimeSaveCallback(TrainerCallback):
 
 
 class CompletionMarkerCallback(TrainerCallback):
-    """After every rank has written checkpoint-N, rank 0 writes its completion marker."""
+    """After every rank has written checkpoint-N, the writing process adds its completion marker.
+
+    The marker is syncd.hf's (the same one SyncdCallback writes for any Trainer script);
+    this callback adds the timing of the whole save for the logs and the benchmark.
+    """
 
     def __init__(self, trainer: TessTrainer):
         self.trainer = trainer
 
     def on_save(self, args, state, control, **kwargs):
-        _barrier()
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and ckpt.is_dir():
-            write_checkpoint_marker(ckpt, state.global_step)
-        _barrier()  # nobody moves on (or rotates it away) before the marker exists
+        ckpt = mark_saved_checkpoint(args, state)  # barriers on both sides
         started, self.trainer._save_started = self.trainer._save_started, None
         seconds = time.perf_counter() - started if started is not None else float("nan")
         self.trainer.save_seconds.append(seconds)
-        if state.is_world_process_zero and ckpt.is_dir():
+        if ckpt is not None:
             logger.info("checkpoint %s complete (%.2f s)", ckpt, seconds)
 
 
