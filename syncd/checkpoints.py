@@ -39,7 +39,8 @@ INCOMPLETE_SENTINEL = "checkpoint-is-incomplete.txt"
 TRAINER_STATE = "trainer_state.json"
 FINAL_NAME = "final"
 # Growing files that sit beside a final model saved without our marker and are not part of it.
-_NOT_MODEL_SUFFIXES = (".log", ".out", ".err", ".jsonl", ".pid", ".lock", ".tmp")
+# Pictures of the run (``tess-train plot`` writes loss.png there) are not the model either.
+_NOT_MODEL_SUFFIXES = (".log", ".out", ".err", ".jsonl", ".pid", ".lock", ".tmp", ".png")
 _NOT_MODEL_NAMES = ("nohup.out",)
 # Files whose presence makes the root of output_dir a saved model.
 _FINAL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")

@@ -163,6 +163,8 @@ def test_final_model_detection(tmp_path):
     assert inspect_final(tmp_path) is None
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"w")
+    (tmp_path / "loss.png").write_bytes(b"p")  # tess-train plot's picture, rewritten at will
+    (tmp_path / "train.log").write_text("growing")
     final = inspect_final(tmp_path)
     assert {f.path for f in final.files} == {"config.json", "model.safetensors"}
     assert judge(final, WRITER_STOPPED, 30).complete and not judge(final, 0, 30).complete
