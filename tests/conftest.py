@@ -102,14 +102,31 @@ class Procs:
     def stop_all(self) -> None:
         for p in self.started:
             if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_tree(p.pid)
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process, its process group, and every descendant, even those in sessions of
+    their own (torchrun starts its workers so: killing its group alone leaves them running)."""
+    import psutil
+
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 @pytest.fixture

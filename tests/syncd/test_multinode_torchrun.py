@@ -5,16 +5,14 @@ on exactly as the killed run's did."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 from pathlib import Path
 
 from syncd import api, identity
 from syncd.config import load_config
 from syncd.remotes.local import LocalRemote
-from tests.conftest import PY, REPO, free_port, wait_for, write_config
+from tests.conftest import PY, REPO, free_port, kill_tree, wait_for, write_config
 from tests.syncd.test_safety import committed
 
 HELPER = REPO / "tests" / "helpers" / "multinode_train.py"
@@ -53,7 +51,7 @@ def test_two_nodes_killed_and_wiped_resume_from_the_remote_and_losses_continue(t
     first_writers = [identity.read_remote_owner(LocalRemote(remote), r)[1] for r in ("mn", "mn.node-1")]
 
     for p in trainers + daemons:
-        os.killpg(p.pid, signal.SIGKILL)
+        kill_tree(p.pid)  # torchrun's workers run in sessions of their own
         p.wait(30)
     for out in outs:
         shutil.rmtree(out)

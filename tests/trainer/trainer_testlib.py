@@ -108,10 +108,21 @@ class Procs:
     @staticmethod
     def kill(p: subprocess.Popen) -> None:
         if p.poll() is None:
+            import psutil
+
+            try:  # torchrun starts its workers in sessions of their own: the group is not enough
+                descendants = psutil.Process(p.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                descendants = []
             try:
-                os.killpg(p.pid, signal.SIGKILL)  # the whole group: torchrun's workers too
+                os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            for child in descendants:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
             p.wait(timeout=30)
 
     def close(self) -> None:
