@@ -625,19 +625,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def quiet_on_closed_pipe(func, argv) -> int:
+    """Run a command line's ``func(argv)``; output piped into ``head`` ends quietly.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError, also
+    from the flush at exit; stdout is pointed at /dev/null so that flush is silent.
+    Exit status 141 is what a shell reports for a program that SIGPIPE stopped.
+    Shared by ``syncd``, ``tess-train`` and ``tess-eval``.
+    """
     try:
-        code = _main(argv)
+        code = func(argv)
         sys.stdout.flush()
         return code
     except BrokenPipeError:
-        # `syncd list | head`: the reader left. Python ignores SIGPIPE, so the write
-        # raised; point stdout at /dev/null so the flush at exit is silent too, and
-        # exit as a shell reports a program stopped by SIGPIPE.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 141
+
+
+def main(argv: list[str] | None = None) -> int:
+    return quiet_on_closed_pipe(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .errors import IntegrityError
 from .fsutil import atomic_write_json, read_json
-from .remotes.base import Remote, join
+from .remotes.base import Remote, join, read_small
 
 RUN_RECORD = "syncd-run.json"
 LOCAL_RECORD = "run.json"
@@ -87,13 +87,9 @@ def read_remote_record(remote: Remote, run: str) -> str | None:
 def read_remote_owner(remote: Remote, run: str) -> tuple[str | None, str | None]:
     """(run id, writer id) of the remote run record; (None, None) when there is none."""
     path = join(run, RUN_RECORD)
-    st = remote.stat(path)
-    if st is None:
+    data = read_small(remote, path, MAX_RECORD_BYTES)
+    if data is None:
         return None, None
-    if st.size > MAX_RECORD_BYTES:
-        raise IntegrityError(f"{path} is implausibly large ({st.size} bytes)")
-    with remote.open_read(path) as fh:
-        data = fh.read(MAX_RECORD_BYTES + 1)
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError):

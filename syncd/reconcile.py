@@ -22,8 +22,10 @@ from pathlib import Path
 
 from . import freshness, policy
 from .checkpoints import FINAL_NAME, TRAINER_STATE, LocalCheckpoint, step_of
+from .errors import IntegrityError
 from .fsutil import read_json
 from .remote_state import OURS, PARTIAL, UNREADABLE, Entry, Snapshot, folder_name
+from .remotes.base import read_small
 
 log = logging.getLogger("syncd")
 
@@ -121,12 +123,12 @@ def remote_best(remote, run: str, entry: Entry) -> int | None:
     listed = {f.path for f in entry.manifest.files} if entry.manifest is not None else set()
     if TRAINER_STATE not in listed:
         return None
-    path = f"{run}/{entry.name}/{TRAINER_STATE}"
-    st = remote.stat(path)
-    if st is None or st.size > MAX_TRAINER_STATE_BYTES:
+    try:
+        data = read_small(remote, f"{run}/{entry.name}/{TRAINER_STATE}", MAX_TRAINER_STATE_BYTES)
+    except IntegrityError:
+        return None  # not a trainer state any Trainer writes
+    if data is None:
         return None
-    with remote.open_read(path) as fh:
-        data = fh.read(MAX_TRAINER_STATE_BYTES + 1)
     try:
         return best_of(json.loads(data))
     except (ValueError, UnicodeDecodeError):

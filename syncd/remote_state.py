@@ -40,7 +40,7 @@ from .checkpoints import FINAL_NAME
 from .errors import IntegrityError, RemoteError
 from .faults import crash_point
 from .manifest import MANIFEST_NAME, Manifest, parse_manifest
-from .remotes.base import Remote, join
+from .remotes.base import Remote, join, read_small
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +204,12 @@ def read_claim(remote: Remote, folder: str) -> str | None:
 
     Raises RemoteError when it could not be read.
     """
-    path = join(folder, CLAIM_NAME)
-    st = remote.stat(path)
-    if st is None or st.size > MAX_CLAIM_BYTES:
+    try:
+        data = read_small(remote, join(folder, CLAIM_NAME), MAX_CLAIM_BYTES)
+    except IntegrityError:
+        return None  # not a claim syncd wrote
+    if data is None:
         return None
-    with remote.open_read(path) as fh:
-        data = fh.read(MAX_CLAIM_BYTES + 1)
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError):

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from syncd.cli import quiet_on_closed_pipe
 from syncd.errors import SyncdError
 
 logger = logging.getLogger("tessync.trainer")
@@ -42,25 +43,7 @@ def version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    return _quiet_on_closed_pipe(_main, argv)
-
-
-def _quiet_on_closed_pipe(func, argv: list[str]) -> int:
-    """Run ``func``; output piped into ``head`` (which stops reading) ends quietly.
-
-    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError, also
-    from the flush at exit; stdout is pointed at /dev/null so that flush is silent.
-    Exit status 141 is what a shell reports for a program that SIGPIPE stopped.
-    """
-    try:
-        code = func(argv)
-        sys.stdout.flush()
-        return code
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 141
+    return quiet_on_closed_pipe(_main, argv)
 
 
 def _main(argv: list[str]) -> int:

@@ -120,3 +120,23 @@ class Remote(Protocol):
 def join(*parts: str) -> str:
     """Join remote path parts, dropping empty ones."""
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def read_small(remote: Remote, path: str, max_bytes: int) -> bytes | None:
+    """A small file (a record, a claim, a trainer state) read whole; None when there is none.
+
+    The remote is untrusted: more than ``max_bytes`` is an IntegrityError, never a
+    read that fills memory. RemoteError when it could not be read.
+    """
+    from ..errors import IntegrityError
+
+    st = remote.stat(path)
+    if st is None:
+        return None
+    if st.size > max_bytes:
+        raise IntegrityError(f"{path} is implausibly large ({st.size} bytes)")
+    with remote.open_read(path) as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise IntegrityError(f"{path} is implausibly large (more than {max_bytes} bytes)")
+    return data
