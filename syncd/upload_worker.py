@@ -6,7 +6,9 @@ nothing is ever committed while training runs). How each failure is met:
 
 - Cancelled (stopping): nothing; the next start resumes from the journal.
 - QuotaError: the remote is full or past a daily limit; retrying soon only burns
-  requests, so the worker waits several timer periods.
+  requests, so the worker waits several timer periods, looking at the remote's free
+  space once a timer period: when space was the problem and it is free again (the
+  user emptied the trash), the upload starts again at once.
 - SourceChanged: the files changed while read; staged again once quiet again.
 - a staged file vanished: staged again at the next pass.
 - another OSError (a local file that cannot be read): that checkpoint waits for its
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -116,6 +119,30 @@ class UploadWorker(threading.Thread):
                 self._failures += 1
                 self._backoff(self._failures)
 
+    def _free_bytes(self) -> int | None:
+        remote = self.uploader.remote
+        if not remote.capabilities.quota:
+            return None
+        try:
+            quota = remote.quota()
+        except SyncdError:
+            return None
+        return None if quota is None else quota.free_bytes
+
+    def _wait_for_space(self, need: int, pause: float) -> None:
+        """Wait ``pause`` seconds, or less when the remote lacked space for ``need`` bytes and has it now."""
+        deadline = time.monotonic() + pause
+        free = self._free_bytes()
+        short = free is not None and free < need  # else a daily limit or the like: only time helps
+        while not self.stopping.wait(min(self.interval_seconds, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+            if short:
+                free = self._free_bytes()
+                if free is not None and free >= need:
+                    log.info("the remote has room again (%.1f MB free); uploading", free / 1e6)
+                    return
+
     def _take(self) -> tuple[UploadJob, threading.Event] | None:
         with self._cv:
             while not self._queue and not self.stopping.is_set():
@@ -136,6 +163,7 @@ class UploadWorker(threading.Thread):
         if taken is None:
             return
         job, cancel = taken
+        job_bytes = (self.board.status.current or {}).get("bytes_total", 0)
         failures = self._failures
         status = self.board.status
         try:
@@ -145,8 +173,9 @@ class UploadWorker(threading.Thread):
         except QuotaError as e:
             status.failures += 1
             pause = min(QUOTA_RETRY_MAX_SECONDS, max(QUOTA_RETRY_MIN_SECONDS, 5 * self.interval_seconds))
-            self.board.error(f"{job.name}: upload stopped: {e} (next try in {pause:.0f} s)", job.name)
-            self.stopping.wait(pause)
+            self.board.error(f"{job.name}: upload stopped: {e} (next try in {pause:.0f} s, or once space "
+                             "is free)", job.name)
+            self._wait_for_space(job_bytes, pause)
         except SourceChanged as e:
             self.board.error(f"{job.name}: {e}; uploading it again once it is still", job.name)
             self.hooks.source_changed(job.name)
