@@ -108,7 +108,11 @@ def test_daemon_sigkilled_mid_file_resumes_the_drive_session(tmp_path, procs, dr
     procs.syncd_run(cfg, cwd=tmp_path)
     r = syncd("wait", str(cfg), "--timeout", "90", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: _remote_names(drive, "tess_backups/run") == ["checkpoint-5"], 30, what="commit")
+    try:
+        wait_for(lambda: _remote_names(drive, "tess_backups/run") == ["checkpoint-5"], 30, what="commit")
+    except AssertionError:
+        logs = "".join(p.read_text()[-2500:] for p in sorted(tmp_path.glob("syncd-*.log")))
+        raise AssertionError(f"remote holds {_remote_names(drive, 'tess_backups/run')}; logs:\n{logs}") from None
     size = (tmp_path / "out" / "checkpoint-5" / title).stat().st_size
     assert size > 4 * CHUNK
     # the same session finished the file, and no byte of it was sent twice
