@@ -13,6 +13,8 @@ sha256's speed here) for a value nobody checks: the sha256 decides.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,6 +80,58 @@ class Hasher:
     def digest(self) -> Digest:
         self._drain()
         return Digest(self.size, self._md5.hexdigest() if self._md5 is not None else None, self._sha.hexdigest())
+
+
+def hashed_copy(read: Callable[[], bytes], write: Callable[[bytes], object], hasher: Hasher,
+                progress: Progress | None = None, depth: int = 2) -> None:
+    """Copy the chunks ``read()`` returns (``b""`` at the end) to ``write``, hashing them.
+
+    Reading and hashing one chunk overlaps writing the previous one: both calls
+    release the GIL, and on a local copy writing into the page cache is as slow as
+    reading and hashing together, so the copy takes the longer of the two instead of
+    their sum. At most ``depth`` chunks wait between the two (memory stays flat). An
+    exception on either side (``progress`` raising Cancelled, say) stops both.
+    """
+    waiting: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                chunk = read()
+                if chunk:
+                    hasher.update(chunk)
+                waiting.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the writing side, which raises it
+            waiting.put(e)
+
+    thread = threading.Thread(target=reader, name="syncd-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = waiting.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            view = memoryview(item)
+            while view:  # a raw file's write may take part of a chunk
+                n = write(view)
+                if n is None:  # a writer that takes everything and says nothing
+                    break
+                view = view[n:]
+            if progress:
+                progress(len(item))
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a reader blocked on a full queue see the stop
+            try:
+                waiting.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 def sha256_stream(fh: BinaryIO) -> tuple[int, str]:

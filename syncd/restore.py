@@ -34,7 +34,7 @@ from .checkpoints import MARKER, walk_files, write_checkpoint_marker
 from .completeness import scan_stopped
 from .errors import ConfigError, IntegrityError, NothingToRestore, RemoteError, SyncdError
 from .fsutil import atomic_write_json, fsync_dir, read_json
-from .hashing import CHUNK_BYTES, Digest, Hasher, hash_file
+from .hashing import CHUNK_BYTES, Digest, Hasher, hash_file, hashed_copy
 from .manifest import MANIFEST_NAME, Manifest, ManifestFile
 from .reconcile import remote_best
 from .remote_state import UNREADABLE, Entry, RemoteIndex
@@ -62,17 +62,18 @@ def _download(remote: Remote, src: str, dest: Path, size: int, bar) -> Digest:
             raise IntegrityError(f"{src} is missing on the remote") from None
         raise e
     # sha256 decides: an md5 beside it would only cost the slowest hash again.
-    with Hasher(md5=False) as h, fin_cm as fin, open(dest, "xb") as fout:
-        while True:
-            chunk = fin.read(min(CHUNK_BYTES, size - h.size + 1))
-            if not chunk:
-                break
-            h.update(chunk)
-            if h.size > size:
+    with Hasher(md5=False) as h, fin_cm as fin, open(dest, "xb", buffering=0) as fout:
+        seen = 0
+
+        def read() -> bytes:
+            nonlocal seen
+            chunk = fin.read(min(CHUNK_BYTES, size - seen + 1))
+            seen += len(chunk)
+            if seen > size:
                 raise IntegrityError(f"{src} holds more than the {size} bytes its manifest declares")
-            fout.write(chunk)
-            bar.update(len(chunk))
-        fout.flush()
+            return chunk
+
+        hashed_copy(read, fout.write, h, bar.update)
         os.fsync(fout.fileno())
     return h.digest()
 

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from ..errors import IntegrityError, RemoteError
 from ..fsutil import atomic_write_bytes, fsync_dir
-from ..hashing import CHUNK_BYTES, Digest, Hasher, Progress
+from ..hashing import CHUNK_BYTES, Digest, Hasher, Progress, hashed_copy
 from .base import Capabilities, Quota, Remote, RemoteFile
 
 _AT_FDCWD = -100
@@ -153,12 +153,7 @@ class LocalRemote(Remote):
             # No server md5 here (verify.py reads back): sha256 alone, the faster hash.
             with Hasher(md5=False) as h, open(src, "rb", buffering=0) as fin, \
                     open(target, "wb", buffering=0) as fout:
-                # Fresh bytes per chunk: the md5 side thread may still read the last one.
-                while chunk := fin.read(CHUNK_BYTES):
-                    h.update(chunk)
-                    fout.write(chunk)
-                    if progress:
-                        progress(len(chunk))
+                hashed_copy(lambda: fin.read(CHUNK_BYTES), fout.write, h, progress)
                 os.fsync(fout.fileno())
         except OSError as e:
             raise RemoteError(f"upload {dest}: {e.strerror or e}") from e
