@@ -109,6 +109,20 @@ class Procs:
                 pass
 
 
+@pytest.fixture
+def one_thread():
+    """In-process torch runs use one thread, like the subprocesses: the same float results,
+    and the two cores stay shared with the rest of the suite."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process, its process group, and every descendant, even those in sessions of
     their own (torchrun starts its workers so: killing its group alone leaves them running)."""

@@ -118,19 +118,6 @@ def _tiny_trainer(out: Path, max_steps: int, callbacks: list):
                    callbacks=callbacks)
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread, as every trainer test uses: two cores are shared with the rest of the suite."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_sigterm_saves_the_step_with_the_marker_and_exits_75(tmp_path, capsys, one_thread):
     from transformers import TrainerCallback
 

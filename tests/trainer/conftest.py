@@ -16,17 +16,6 @@ def procs():
         pr.close()
 
 
-@pytest.fixture
-def one_thread():
-    """In-process runs use one thread, like the subprocesses (same float results, no oversubscription)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 DEMO_FIXTURE_STEPS = 600  # of the demo's 1200: ~40 s of CPU, and the kg-rank test's margin is wide there

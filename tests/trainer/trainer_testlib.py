@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -108,21 +107,9 @@ class Procs:
     @staticmethod
     def kill(p: subprocess.Popen) -> None:
         if p.poll() is None:
-            import psutil
+            from tests.conftest import kill_tree
 
-            try:  # torchrun starts its workers in sessions of their own: the group is not enough
-                descendants = psutil.Process(p.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                descendants = []
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            for child in descendants:
-                try:
-                    child.kill()
-                except psutil.NoSuchProcess:
-                    pass
+            kill_tree(p.pid)  # torchrun's workers too, in sessions of their own
             p.wait(timeout=30)
 
     def close(self) -> None:
