@@ -9,6 +9,8 @@ if ! command -v rclone >/dev/null; then
     || echo "could not install rclone; its column will be skipped" >&2
 fi
 echo "== syncd"; "$PY" bench/bench_syncd.py "$@"
+echo; echo "== end to end: syncd run + wait vs rclone copy, cold cache (mirror and restore)"
+"$PY" bench/bench_e2e.py
 for b in bench/bench_trainer.py bench/bench_gdrive.py; do
   if [ -f "$b" ]; then echo; echo "== $b"; "$PY" "$b"; fi
 done
