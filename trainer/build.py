@@ -81,6 +81,7 @@ def load_model_config(model_args, diffusion, tokenizer, max_seq_length: int):
         raise ConfigError("empty_token_be_mask needs a tokenizer with a mask token; this one has none")
     config.simplex_value = diffusion.simplex_value
     config.num_diffusion_steps = diffusion.num_diffusion_steps
+    config.beta_schedule = diffusion.beta_schedule  # kg-rank noises with the schedule the model learned
     if max_seq_length + 2 > config.max_position_embeddings:  # RoBERTa's positions start after the pad index
         raise ConfigError(f"max_seq_length {max_seq_length} needs max_position_embeddings of at least "
                           f"{max_seq_length + 2}, the model has {config.max_position_embeddings}")

@@ -297,6 +297,15 @@ def describe(options: ScoringOptions, num_steps: int) -> str:
             f"candidate's tokens")
 
 
+def scoring_alpha_bar(config, t: int) -> float:
+    """alpha_bar(t) of the schedule the model was trained with (its config's beta_schedule;
+    models saved before the key existed were trained with the cosine one)."""
+    from .schedule import alpha_bars
+
+    schedule = getattr(config, "beta_schedule", None) or "squaredcos_improved_ddpm"
+    return float(alpha_bars(schedule, int(config.num_diffusion_steps))[t])
+
+
 def tess_scores(model, tokenizer, plan: RankingPlan, options: ScoringOptions, progress: bool = True,
                 desc: str = "kg-rank") -> list[list[float]]:
     """The model's score of every candidate of every query (see the module docstring).
@@ -306,7 +315,7 @@ def tess_scores(model, tokenizer, plan: RankingPlan, options: ScoringOptions, pr
     """
     import torch
 
-    from .schedule import cosine_alpha_bars, scaled_timesteps
+    from .schedule import scaled_timesteps
 
     config = model.config
     num_steps = int(getattr(config, "num_diffusion_steps", 0) or 0)
@@ -321,7 +330,7 @@ def tess_scores(model, tokenizer, plan: RankingPlan, options: ScoringOptions, pr
         raise ConfigError(f"--reduce must be mean or sum, not {options.reduce!r}")
     if options.amp and device.type != "cuda":
         raise ConfigError("--amp needs a CUDA device")
-    alpha = float(cosine_alpha_bars(num_steps)[options.t_eval])
+    alpha = scoring_alpha_bar(config, options.t_eval)
     signal, noise_scale = math.sqrt(alpha) * k, math.sqrt(1 - alpha) * k
     t_scaled = float(scaled_timesteps(torch.tensor([options.t_eval]), num_steps)[0])
 

@@ -165,3 +165,18 @@ def test_reading_keeps_several_quads_a_line_and_skips_blank_lines(tmp_path):
     f.write_text("A\tr\tB\t2014-01-01 ||| C\tr\tD\t2014-01-02\n\nE\tr\tF\t2014-01-03\n")
     assert K.read_quads(f) == [("A", "r", "B", "2014-01-01"), ("C", "r", "D", "2014-01-02"),
                                ("E", "r", "F", "2014-01-03")]
+
+
+@pytest.mark.parametrize("schedule", ["squaredcos_improved_ddpm", "linear", None])
+def test_scores_noise_with_the_schedule_the_model_learned(schedule):
+    """kg-rank's one-step noise is the model's own schedule, read from its config."""
+    from types import SimpleNamespace
+
+    from trainer.kg_rank import scoring_alpha_bar
+    from trainer.schedule import alpha_bars
+
+    config = SimpleNamespace(num_diffusion_steps=500, beta_schedule=schedule)
+    want = alpha_bars(schedule or "squaredcos_improved_ddpm", 500)[60]  # None: saved before the key existed
+    assert scoring_alpha_bar(config, 60) == pytest.approx(float(want))
+    if schedule == "linear":
+        assert scoring_alpha_bar(config, 60) != pytest.approx(float(alpha_bars("squaredcos_improved_ddpm", 500)[60]))

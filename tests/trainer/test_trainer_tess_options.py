@@ -489,7 +489,7 @@ def test_options_reach_the_model_the_schedule_and_the_masks(tmp_path):
     assert torch.equal(trainer.alpha_bars, alpha_bars("sigmoid", 100))
     c = trainer.model.config
     assert (c.self_condition, c.self_condition_mix_before_weights, c.empty_token_be_mask,
-            c.classifier_free_simplex_inputs) == ("logits_max", True, True, True)
+            c.classifier_free_simplex_inputs, c.beta_schedule) == ("logits_max", True, True, True, "sigmoid")
     assert c.mask_token_id == trainer.processing_class.mask_token_id
     options = trainer.sampling_options()
     assert (options.beta_schedule, options.guidance_scale, options.guided) == ("sigmoid", 2.0, True)
